@@ -1,0 +1,69 @@
+# eryx build entry points. `make test` is what CI and the README run.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+GO            ?= go
+CACHE_DIR     ?= $(or $(ERYX_CACHE_DIR),$(HOME)/.cache/eryx)
+GOLANGCI_VER  ?= v2.15.0
+GOTESTFLAGS   ?=
+BIN           := bin
+
+# The CPython build is slow and changes rarely: cache it outside the tree,
+# keyed by the recipe, so a clean clone on the same machine reuses it.
+CPY_KEY   := $(shell sha256sum runtime/build/build-cpython.sh | cut -c1-16)
+CPY_DIR   := $(CACHE_DIR)/cpython-$(CPY_KEY)
+DIST      := runtime/assets/dist
+WASM      := $(DIST)/eryx.wasm
+STDLIB    := $(DIST)/python311.zip
+GUEST_PY  := $(wildcard runtime/guest/*.py)
+
+.PHONY: runtime build test test-race lint bench demo chart-lint clean deps
+
+## runtime: build the CPython wasm module and the stdlib archive (cached)
+runtime: $(WASM) $(STDLIB)
+
+$(CPY_DIR)/.done: runtime/build/build-cpython.sh
+	@echo "==> building CPython for wasm32-wasi into $(CPY_DIR) (first time: a few minutes)"
+	@rm -rf $(CPY_DIR).tmp
+	ERYX_BUILD_WORK=$(CACHE_DIR)/work-$(CPY_KEY) runtime/build/build-cpython.sh $(CPY_DIR).tmp
+	@rm -rf $(CPY_DIR) && mv $(CPY_DIR).tmp $(CPY_DIR) && rm -rf $(CACHE_DIR)/work-$(CPY_KEY)
+	@touch $@
+
+$(WASM): $(CPY_DIR)/.done runtime/guest/eryx.c runtime/build/link.sh
+	@echo "==> linking $@"
+	runtime/build/link.sh $(CPY_DIR) $@
+
+$(STDLIB): $(CPY_DIR)/.done $(GUEST_PY) runtime/build/pack-stdlib.py
+	@echo "==> packing the stdlib into $@"
+	/usr/bin/python3.11 runtime/build/pack-stdlib.py $(CPY_DIR)/stdlib runtime/guest $@
+
+## build: the binaries, into ./bin
+build: runtime
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## test: everything CI checks
+test: runtime
+	$(GO) vet ./...
+	$(GO) test $(GOTESTFLAGS) ./...
+
+test-race: runtime
+	$(GO) test -race $(GOTESTFLAGS) ./...
+
+## lint: gofmt, go vet and golangci-lint
+lint: runtime
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VER) run ./...
+
+## bench: the benchmarks, as a table
+bench: runtime
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./runtime/...
+
+## clean: remove build outputs in the tree (the CPython cache stays)
+clean:
+	rm -rf $(BIN) $(WASM) $(STDLIB)
+
+## deps: install the system toolchain (Debian/Ubuntu, needs root or sudo)
+deps:
+	.ci/install-deps

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Links the guest glue (runtime/guest/eryx.c) with the cached CPython build
+# into a WASI reactor module.  Usage: link.sh CPYTHON_DIR OUT.wasm
+set -euo pipefail
+CPY=${1:?usage: link.sh CPYTHON_DIR OUT.wasm}
+OUT=${2:?usage: link.sh CPYTHON_DIR OUT.wasm}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+CC="clang-16 --target=wasm32-wasi"
+$CC -O2 -g0 -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+  -I"$CPY/include/python3.11" -c "$HERE/guest/eryx.c" -o "$TMP/eryx.o"
+
+# The stack size matches CPython's own wasm build; the stack comes first so
+# that an overflow traps instead of silently corrupting static data.
+$CC -mexec-model=reactor -O2 -g0 \
+  -z stack-size=524288 -Wl,--stack-first -Wl,--initial-memory=10485760 \
+  -Wl,--export=__stack_pointer -Wl,--strip-debug \
+  -o "$TMP/out.wasm" "$TMP/eryx.o" \
+  "$CPY/lib/libpython3.11.a" "$CPY/lib/libmpdec.a" "$CPY/lib/libexpat.a" "$CPY/lib/libz.a" \
+  -lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm
+mv "$TMP/out.wasm" "$OUT"

@@ -1,0 +1,70 @@
+package sandbox
+
+import (
+	"fmt"
+	"time"
+)
+
+// Default limits. Every limit is on unless a caller raises it explicitly.
+const (
+	DefaultTimeout     = 30 * time.Second
+	DefaultMemoryBytes = 128 << 20
+	DefaultOutputBytes = 1 << 20
+	DefaultCodeBytes   = 1 << 20
+	// MaxMemoryBytes is the most any sandbox may be given (wasm32 addresses
+	// at most 4 GiB; keeping well below bounds a host's exposure).
+	MaxMemoryBytes = 2 << 30
+	// minMemoryBytes leaves room for the pre-initialised interpreter.
+	minMemoryBytes = 32 << 20
+)
+
+// Limits bound one execution. The zero value of a field means "use the
+// default", never "unlimited": an unbounded sandbox has to be asked for with
+// a large explicit value.
+type Limits struct {
+	// Timeout is the wall-clock budget of one execution.
+	Timeout time.Duration
+	// MemoryBytes caps the guest's linear memory; allocations beyond it raise
+	// MemoryError inside Python. Fixed when the sandbox is created.
+	MemoryBytes uint64
+	// OutputBytes caps the captured stdout+stderr; the rest is dropped and
+	// the result is flagged as truncated.
+	OutputBytes int
+	// CodeBytes caps the size of the submitted source.
+	CodeBytes int
+}
+
+// withDefaults returns l with zero fields replaced by the defaults.
+func (l Limits) withDefaults() Limits {
+	if l.Timeout == 0 {
+		l.Timeout = DefaultTimeout
+	}
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = DefaultMemoryBytes
+	}
+	if l.OutputBytes == 0 {
+		l.OutputBytes = DefaultOutputBytes
+	}
+	if l.CodeBytes == 0 {
+		l.CodeBytes = DefaultCodeBytes
+	}
+	return l
+}
+
+// Validate reports limits that can never work.
+func (l Limits) Validate() error {
+	switch {
+	case l.Timeout < 0:
+		return fmt.Errorf("%w: negative timeout %v", ErrInvalidLimits, l.Timeout)
+	case l.MemoryBytes != 0 && l.MemoryBytes < minMemoryBytes:
+		return fmt.Errorf("%w: memory %d bytes is below the %d MiB the interpreter needs",
+			ErrInvalidLimits, l.MemoryBytes, minMemoryBytes>>20)
+	case l.MemoryBytes > MaxMemoryBytes:
+		return fmt.Errorf("%w: memory %d bytes is above the maximum %d", ErrInvalidLimits, l.MemoryBytes, uint64(MaxMemoryBytes))
+	case l.OutputBytes < 0:
+		return fmt.Errorf("%w: negative output limit", ErrInvalidLimits)
+	case l.CodeBytes < 0:
+		return fmt.Errorf("%w: negative code size limit", ErrInvalidLimits)
+	}
+	return nil
+}

@@ -1,0 +1,382 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// softGrace is how long a guest gets to unwind from the KeyboardInterrupt of
+// a soft stop before it is stopped hard (which destroys the sandbox).
+const softGrace = 250 * time.Millisecond
+
+// Execution flags of eryx_exec; keep in sync with runtime/guest/_eryx.py.
+const flagSession = 1
+
+// ExecOptions tune one execution.
+type ExecOptions struct {
+	// Limits override the sandbox's for this execution; zero fields keep
+	// the sandbox's values. MemoryBytes is fixed per sandbox and ignored here.
+	Limits Limits
+	// OnOutput receives stdout and stderr chunks while the code runs.
+	OnOutput OutputHandler
+	// Session runs the code in the sandbox's persistent namespace, so that
+	// variables survive into the next execution with Session set.
+	Session bool
+}
+
+// Sandbox is one isolated interpreter. Executions on a sandbox are
+// serialised; use one sandbox per job unless state should be shared.
+type Sandbox struct {
+	eng         *Engine
+	limits      Limits
+	mod         api.Module
+	mem         *guestMemory
+	countdown   api.MutableGlobal // the preemption countdown; nil without preemption
+	fnAlloc     api.Function
+	fnFree      api.Function
+	fnExec      api.Function
+	fnInterrupt api.Function
+
+	mu     sync.Mutex // held during an execution
+	closed bool
+
+	curMu sync.Mutex
+	cur   *capture
+}
+
+// NewSandbox creates a sandbox from the engine's pre-initialised image.
+// limits' zero fields take the engine's defaults.
+func (e *Engine) NewSandbox(ctx context.Context, limits Limits) (*Sandbox, error) {
+	lim := mergeLimits(e.cfg.Limits, limits)
+	if err := lim.Validate(); err != nil {
+		return nil, err
+	}
+	if lim.MemoryBytes < uint64(len(e.image)) {
+		return nil, fmt.Errorf("%w: memory %d bytes is below the %d-byte interpreter image",
+			ErrInvalidLimits, lim.MemoryBytes, len(e.image))
+	}
+	sb := &Sandbox{eng: e, limits: lim}
+	alloc := &memoryAllocator{limit: lim.MemoryBytes}
+	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}).
+		WithStartFunctions() // the image already holds an initialised interpreter
+	mod, err := e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), e.compiled, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: instantiating: %w", err)
+	}
+	if alloc.err != nil || alloc.mem == nil {
+		_ = mod.Close(ctx)
+		return nil, fmt.Errorf("sandbox: reserving guest memory: %v", alloc.err)
+	}
+	sb.mod, sb.mem = mod, alloc.mem
+	if err := sb.restore(); err != nil {
+		_ = sb.Close(ctx)
+		return nil, err
+	}
+	sb.fnAlloc = mod.ExportedFunction("eryx_alloc")
+	sb.fnFree = mod.ExportedFunction("eryx_free")
+	sb.fnExec = mod.ExportedFunction("eryx_exec")
+	sb.fnInterrupt = mod.ExportedFunction("eryx_interrupt")
+	if g, ok := mod.ExportedGlobal(flagExport).(api.MutableGlobal); ok {
+		sb.countdown = g
+	}
+	return sb, nil
+}
+
+// restore copies the pre-initialised image into the fresh instance.
+func (sb *Sandbox) restore() error {
+	mem := sb.mod.Memory()
+	image := sb.eng.image
+	if cur := mem.Size(); uint64(cur) < uint64(len(image)) {
+		if _, ok := mem.Grow(uint32((uint64(len(image)) - uint64(cur)) / 65536)); !ok {
+			return fmt.Errorf("sandbox: growing memory to the %d-byte image", len(image))
+		}
+	}
+	if !mem.Write(0, image) {
+		return errors.New("sandbox: writing the memory image")
+	}
+	g, ok := sb.mod.ExportedGlobal(stackPointer).(api.MutableGlobal)
+	if !ok {
+		return errors.New("sandbox: " + stackPointer + " is not a mutable global")
+	}
+	g.Set(sb.eng.sp)
+	return nil
+}
+
+// Close releases the sandbox. It is safe to call more than once.
+func (sb *Sandbox) Close(ctx context.Context) error {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.closeLocked(ctx)
+}
+
+func (sb *Sandbox) closeLocked(ctx context.Context) error {
+	if sb.closed {
+		return nil
+	}
+	sb.closed = true
+	err := sb.mod.Close(ctx)
+	sb.mem.Free()
+	return err
+}
+
+func (sb *Sandbox) currentCapture() *capture {
+	sb.curMu.Lock()
+	defer sb.curMu.Unlock()
+	return sb.cur
+}
+
+func (sb *Sandbox) setCapture(c *capture) {
+	sb.curMu.Lock()
+	sb.cur = c
+	sb.curMu.Unlock()
+}
+
+// Execute runs code in the sandbox. The returned error is nil whenever the
+// code ran, whatever it did; Result.Status tells. Timeouts and cancellation
+// return the partial Result with an error wrapping ErrTimeout or
+// ErrCancelled. A sandbox stopped hard, or whose guest crashed, is closed.
+func (sb *Sandbox) Execute(ctx context.Context, code string, opts ExecOptions) (*Result, error) {
+	lim := mergeLimits(sb.limits, opts.Limits)
+	if err := lim.Validate(); err != nil {
+		return nil, err
+	}
+	if len(code) > lim.CodeBytes {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrCodeTooLarge, len(code), lim.CodeBytes)
+	}
+	if i := strings.IndexByte(code, 0); i >= 0 {
+		return nil, fmt.Errorf("%w: NUL byte at offset %d", ErrInvalidCode, i)
+	}
+	if !sb.mu.TryLock() {
+		return nil, ErrBusy
+	}
+	defer sb.mu.Unlock()
+	if sb.closed {
+		return nil, ErrSandboxClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return &Result{Status: StatusCancelled}, interruptErr(ErrCancelled, err)
+	}
+
+	capt := newCapture(lim.OutputBytes, opts.OnOutput)
+	sb.setCapture(capt)
+	defer sb.setCapture(nil)
+	st := &execState{sb: sb, interrupt: make(chan struct{})}
+
+	start := time.Now()
+	done := make(chan struct{})
+	watchdogDone := make(chan struct{})
+	go func() {
+		defer close(watchdogDone)
+		sb.watchdog(ctx, st, lim.Timeout, done)
+	}()
+	callErr := sb.run(withState(ctx, st), code, opts.Session)
+	close(done)
+	<-watchdogDone
+
+	res := &Result{
+		Stdout:          capt.stdout.String(),
+		Stderr:          capt.stderr.String(),
+		OutputTruncated: capt.truncated,
+		Stats: Stats{
+			Duration:        time.Since(start),
+			PeakMemoryBytes: sb.mem.peak(),
+			MemoryLimitHit:  sb.mem.failed.Load(),
+		},
+	}
+	return sb.finish(ctx, st, res, callErr)
+}
+
+// run copies the code into the guest and calls eryx_exec.
+func (sb *Sandbox) run(ctx context.Context, code string, session bool) error {
+	n := uint64(len(code))
+	res, err := sb.fnAlloc.Call(ctx, n)
+	if err != nil {
+		return err
+	}
+	ptr := res[0]
+	if ptr == 0 {
+		return fmt.Errorf("%w: no guest memory for %d bytes of code", ErrGuestCrashed, n)
+	}
+	if !sb.mod.Memory().WriteString(uint32(ptr), code) {
+		return fmt.Errorf("%w: code buffer out of bounds", ErrGuestCrashed)
+	}
+	var flags uint64
+	if session {
+		flags |= flagSession
+	}
+	res, err = sb.fnExec.Call(ctx, ptr, n, 0, 0, flags)
+	if err != nil {
+		return err
+	}
+	if _, err := sb.fnFree.Call(ctx, ptr); err != nil {
+		return err
+	}
+	if int32(res[0]) != 0 {
+		return fmt.Errorf("%w: guest runtime failed (%d)", ErrGuestCrashed, int32(res[0]))
+	}
+	return nil
+}
+
+// watchdog enforces the timeout and cancellation: first a soft stop (a
+// KeyboardInterrupt raised inside Python, which keeps the sandbox usable),
+// then, if the guest has not returned within softGrace, a hard stop at the
+// next loop check.
+func (sb *Sandbox) watchdog(ctx context.Context, st *execState, timeout time.Duration, done <-chan struct{}) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return
+	case <-timer.C:
+		st.reason = ErrTimeout
+	case <-ctx.Done():
+		st.reason = ErrCancelled
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			st.reason = ErrTimeout
+		}
+		st.cause = ctx.Err()
+	}
+	st.phase.Store(phaseSoft)
+	close(st.interrupt)
+	sb.preemptNow()
+	grace := time.NewTimer(softGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
+		st.phase.Store(phaseHard)
+		sb.preemptNow()
+	}
+}
+
+// preemptNow makes the guest call the preempt hook at its next loop check.
+// It races with the guest's own decrements; a lost write only delays the
+// hook until the countdown runs out by itself, at most preemptBudget
+// iterations later.
+func (sb *Sandbox) preemptNow() {
+	if sb.countdown != nil {
+		sb.countdown.Set(0)
+	}
+}
+
+// finish turns the guest's report and the call's error into the Result.
+func (sb *Sandbox) finish(ctx context.Context, st *execState, res *Result, callErr error) (*Result, error) {
+	if callErr != nil {
+		// Whatever happened, this instance's state can no longer be trusted.
+		_ = sb.closeLocked(ctx)
+	}
+	if st.reason != nil {
+		res.Status = StatusCancelled
+		if errors.Is(st.reason, ErrTimeout) {
+			res.Status = StatusTimeout
+		}
+		return res, interruptErr(st.reason, st.cause)
+	}
+	if callErr != nil {
+		var exit *sys.ExitError
+		if errors.As(callErr, &exit) {
+			// The guest called proc_exit directly (os._exit).
+			code := int(exit.ExitCode())
+			res.Status, res.ExitCode = StatusExit, &code
+			return res, nil
+		}
+		res.Status = StatusCrashed
+		if res.Stats.MemoryLimitHit {
+			res.Error = &PythonError{Type: "MemoryError", Message: "the interpreter ran out of memory and aborted"}
+		}
+		return res, fmt.Errorf("%w: %w", ErrGuestCrashed, callErr)
+	}
+	var out guestOutcome
+	if err := json.Unmarshal(st.outcome, &out); err != nil || out.Status == "" {
+		// The code tampered with the runtime's reporting (say, by
+		// monkeypatching json). That is its own loss: report it as its
+		// error, and retire the sandbox whose runtime can't be trusted.
+		_ = sb.closeLocked(ctx)
+		res.Status = StatusError
+		res.Error = &PythonError{Type: "RuntimeError",
+			Message: "eryx: the code broke the sandbox runtime's result reporting"}
+		return res, nil
+	}
+	res.Status = out.Status
+	res.Error = out.Error
+	res.ExitCode = out.ExitCode
+	res.ValueError = out.ResultError
+	if len(out.Result) > 0 {
+		res.Value = out.Result
+	}
+	return res, nil
+}
+
+func interruptErr(reason, cause error) error {
+	if cause == nil {
+		return reason
+	}
+	return fmt.Errorf("%w: %w", reason, cause)
+}
+
+// Execute runs code in a fresh sandbox that is discarded afterwards.
+// opts.Limits.MemoryBytes sizes that sandbox.
+func (e *Engine) Execute(ctx context.Context, code string, opts ExecOptions) (*Result, error) {
+	sb, err := e.NewSandbox(ctx, opts.Limits)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sb.Close(context.WithoutCancel(ctx)) }()
+	return sb.Execute(ctx, code, opts)
+}
+
+func mergeLimits(base, over Limits) Limits {
+	if over.Timeout != 0 {
+		base.Timeout = over.Timeout
+	}
+	if over.MemoryBytes != 0 {
+		base.MemoryBytes = over.MemoryBytes
+	}
+	if over.OutputBytes != 0 {
+		base.OutputBytes = over.OutputBytes
+	}
+	if over.CodeBytes != 0 {
+		base.CodeBytes = over.CodeBytes
+	}
+	return base.withDefaults()
+}
+
+// Execution phases, driven by the watchdog and read by the preempt hook.
+const (
+	phaseRunning int32 = iota
+	phaseSoft
+	phaseHard
+)
+
+// execState is what host functions know about the running execution; it
+// travels in the context given to the guest call.
+type execState struct {
+	sb        *Sandbox
+	phase     atomic.Int32
+	softSent  bool          // only touched on the executing goroutine
+	interrupt chan struct{} // closed when a stop begins; wakes sleeps
+	reason    error         // ErrTimeout or ErrCancelled, set before phase
+	cause     error         // the context's error, if that was the trigger
+	outcome   []byte
+}
+
+type stateKey struct{}
+
+func withState(ctx context.Context, st *execState) context.Context {
+	return context.WithValue(ctx, stateKey{}, st)
+}
+
+func stateFrom(ctx context.Context) *execState {
+	st, _ := ctx.Value(stateKey{}).(*execState)
+	return st
+}
