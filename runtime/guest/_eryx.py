@@ -9,6 +9,7 @@ _eryxhost.result(), whatever the user's code does.
 
 import ast
 import asyncio
+import keyword
 import asyncio.base_events
 import asyncio.events
 import builtins
@@ -19,6 +20,7 @@ import sys
 import traceback
 
 import _eryxhost
+import eryx
 
 # Imported for their side effect: they become part of the snapshot, so user
 # code importing them pays nothing. Keep the list to what jobs commonly use.
@@ -54,6 +56,11 @@ _USER_PREFIX = "<cell-"
 # bind what reporting needs now so that it keeps working afterwards.
 _report = _eryxhost.result
 _wait = _eryxhost.wait
+_call = _eryxhost.call
+_reply = _eryxhost.reply
+_emit = _eryxhost.emit
+_settrace = sys.settrace
+_monotonic = time.monotonic
 _dumps = json.dumps
 _loads = json.loads
 _reseed = random.seed
@@ -61,7 +68,7 @@ _format_exception = traceback.format_exception
 _format_exception_only = traceback.format_exception_only
 _iscoroutine = asyncio.iscoroutine
 
-_state = {"cell": 0, "namespace": None}
+_state = {"cell": 0, "namespace": None, "callbacks": {}, "trace": False}
 
 
 def _fresh_namespace():
@@ -85,6 +92,8 @@ class _HostSelector:
     host call completes."""
 
     def select(self, timeout=None):
+        if timeout == 0 and not _pending:
+            return []
         ns = -1 if timeout is None else max(0, int(timeout * 1e9))
         if _wait(ns) < 0:
             # Nothing is scheduled and nothing is pending on the host: no
@@ -105,7 +114,7 @@ class EventLoop(asyncio.base_events.BaseEventLoop):
         self._selector = _HostSelector()
 
     def _process_events(self, event_list):
-        pass
+        _collect()
 
     def _write_to_self(self):
         # Only needed to wake a loop blocked in another thread; there are none.
@@ -130,6 +139,279 @@ def _run_coroutine(coro):
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+# ---- host calls and callbacks ----------------------------------------------------
+
+# Futures of host calls in flight, by host handle.
+_pending = {}
+
+# Builtin exception types a callback error may be raised as; anything else
+# becomes eryx.CallbackError so that host error names cannot pick arbitrary
+# classes.
+_ERROR_TYPES = {t.__name__: t for t in (
+    ValueError, TypeError, KeyError, LookupError, IndexError, RuntimeError, NotImplementedError,
+    PermissionError, FileNotFoundError, ConnectionError, OSError, ArithmeticError, ZeroDivisionError,
+    AttributeError, NameError, UnicodeError,
+)}
+
+
+def _callback_exception(err):
+    etype, message = err.get("type", "CallbackError"), err.get("message", "")
+    if etype == "TimeoutError":
+        return eryx.CallbackTimeout(etype, message)
+    if etype == "CallbackLimitError":
+        return eryx.CallbackLimitError(etype, message)
+    if etype == "ServiceUnavailable":
+        return eryx.ServiceUnavailable(etype, message)
+    cls = _ERROR_TYPES.get(etype)
+    if cls is not None:
+        return cls(message)
+    return eryx.CallbackError(etype, message)
+
+
+def _settle(fut, data):
+    if fut.cancelled():
+        return
+    doc = _loads(data)
+    if "error" in doc:
+        fut.set_exception(_callback_exception(doc["error"]))
+    else:
+        fut.set_result(doc.get("ok"))
+
+
+def _collect():
+    """Hands every finished host call's reply to its future."""
+    for handle in list(_pending):
+        data = _reply(handle)
+        if data is not None:
+            _settle(_pending.pop(handle), data)
+
+
+def host_call_sync(op, payload):
+    """Runs a host call to completion, blocking the interpreter (used by the
+    socket shims, whose API is synchronous). Returns the reply's "ok" value
+    or raises its error."""
+    handle = _call(op, payload)
+    if handle < 0:
+        raise RuntimeError(f"eryx: host call {op!r} refused")
+    while True:
+        data = _reply(handle)
+        if data is not None:
+            doc = _loads(data)
+            if "error" in doc:
+                raise _callback_exception(doc["error"])
+            return doc.get("ok")
+        # Settle other finished calls so that waiting cannot spin on them.
+        _collect()
+        _wait(-1)
+
+
+async def _host_call(op, payload):
+    handle = _call(op, payload)
+    if handle < 0:
+        raise RuntimeError(f"eryx: host call {op!r} refused")
+    fut = asyncio.get_running_loop().create_future()
+    _pending[handle] = fut
+    return await fut
+
+
+_JSON_TYPES = {
+    "object": dict, "array": (list, tuple), "string": str, "boolean": bool,
+    "integer": int, "number": (int, float), "null": type(None),
+}
+
+
+def _type_ok(expected, value):
+    if isinstance(value, bool) and expected in ("integer", "number"):
+        return False
+    py = _JSON_TYPES.get(expected)
+    return py is None or isinstance(value, py)
+
+
+def _check(schema, value, where):
+    """Validates value against the JSON Schema subset callbacks use; returns
+    a message naming the problem, or None."""
+    if not isinstance(schema, dict):
+        return None
+    t = schema.get("type")
+    if t is not None:
+        types = t if isinstance(t, list) else [t]
+        if not any(_type_ok(x, value) for x in types):
+            return f"{where}: expected {' or '.join(types)}, got {type(value).__name__}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{where}: {value!r} is not one of {schema['enum']!r}"
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            return f"{where}: shorter than {schema['minLength']} characters"
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            return f"{where}: longer than {schema['maxLength']} characters"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            return f"{where}: {value} is below the minimum {schema['minimum']}"
+        if "maximum" in schema and value > schema["maximum"]:
+            return f"{where}: {value} is above the maximum {schema['maximum']}"
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for name in schema.get("required", []):
+            if name not in value:
+                return f"{where}: missing required argument {name!r}"
+        for name, v in value.items():
+            if name in props:
+                msg = _check(props[name], v, f"{where}: argument {name!r}" if where.endswith(")") else f"{where}.{name}")
+                if msg:
+                    return msg
+            elif schema.get("additionalProperties") is False:
+                return f"{where}: unexpected argument {name!r}"
+    if isinstance(value, (list, tuple)) and isinstance(schema.get("items"), dict):
+        for i, v in enumerate(value):
+            msg = _check(schema["items"], v, f"{where}[{i}]")
+            if msg:
+                return msg
+    return None
+
+
+async def invoke(name, *args, **kwargs):
+    """Calls the callback `name`; always available, whatever the name."""
+    spec = _state["callbacks"].get(name)
+    if spec is None:
+        raise NameError(f"no callback named {name!r}; list_callbacks() shows the available ones")
+    kwargs = _bind(spec, args, kwargs)
+    schema = spec.get("parameters_schema") or {}
+    msg = _check(schema, kwargs, f"{name}()")
+    if msg:
+        raise TypeError(msg)
+    tracing = _state["trace"]
+    if tracing:
+        _trace_emit({"kind": "callback_start", "callback": name, "args": kwargs, "line": _user_line()})
+    start = _monotonic()
+    error = None
+    try:
+        return await _host_call("callback", _dumps({"name": name, "args": kwargs}, separators=(",", ":")).encode())
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        if tracing:
+            ev = {"kind": "callback_end", "callback": name, "line": _user_line(),
+                  "duration_ms": (_monotonic() - start) * 1000}
+            if error is not None:
+                ev["error"] = {"type": type(error).__name__, "message": str(error)}
+            _trace_emit(ev)
+
+
+def _bind(spec, args, kwargs):
+    """Maps positional arguments to the schema's properties, in order."""
+    if not args:
+        return kwargs
+    params = list(((spec.get("parameters_schema") or {}).get("properties") or {}).keys())
+    name = spec["name"]
+    if len(args) > len(params):
+        raise TypeError(f"{name}() takes {len(params)} positional arguments but {len(args)} were given")
+    bound = dict(zip(params, args))
+    for k in kwargs:
+        if k in bound:
+            raise TypeError(f"{name}() got multiple values for argument {k!r}")
+    bound.update(kwargs)
+    return bound
+
+
+def list_callbacks():
+    """Describes the callbacks this execution can call."""
+    return [dict(spec) for spec in _state["callbacks"].values()]
+
+
+class _Namespace:
+    """Holds dotted callbacks: `http.get` lives at `http`'s attribute `get`."""
+
+    def __init__(self, path):
+        self._path = path
+
+    def __repr__(self):
+        return f"<eryx callbacks {self._path}.*>"
+
+
+def _make_callback(spec):
+    name = spec["name"]
+
+    async def callback(*args, **kwargs):
+        return await invoke(name, *args, **kwargs)
+
+    callback.__name__ = name.rsplit(".", 1)[-1]
+    callback.__qualname__ = name
+    callback.__doc__ = spec.get("description") or None
+    return callback
+
+
+def _install_callbacks(namespace, specs):
+    _state["callbacks"] = {s["name"]: s for s in specs}
+    namespace["invoke"] = invoke
+    namespace["list_callbacks"] = list_callbacks
+    for spec in specs:
+        parts = spec["name"].split(".")
+        if keyword.iskeyword(parts[0]) or any(keyword.iskeyword(p) for p in parts) or hasattr(builtins, parts[0]):
+            # Exposing it would shadow a builtin or be unusable: only
+            # invoke() reaches it, and list_callbacks() says why.
+            spec["exposed"] = False
+            spec["reason"] = f"{parts[0]!r} is a Python builtin or keyword; call it with invoke({spec['name']!r})"
+            continue
+        target = namespace
+        for i, part in enumerate(parts[:-1]):
+            node = target.get(part) if isinstance(target, dict) else getattr(target, part, None)
+            if not isinstance(node, _Namespace):
+                node = _Namespace(".".join(parts[: i + 1]))
+                if isinstance(target, dict):
+                    target[part] = node
+                else:
+                    setattr(target, part, node)
+            target = node
+        fn = _make_callback(spec)
+        if isinstance(target, dict):
+            target[parts[-1]] = fn
+        else:
+            setattr(target, parts[-1], fn)
+
+
+# ---- tracing ----------------------------------------------------------------------
+
+
+def _trace_emit(ev):
+    try:
+        _emit("trace", _dumps(ev, separators=(",", ":"), default=repr).encode())
+    except Exception:  # noqa: BLE001 - tracing must never break the user's code
+        pass
+
+
+def _user_line():
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_filename.startswith(_USER_PREFIX):
+            return f.f_lineno
+        f = f.f_back
+    return 0
+
+
+def _local_tracer(frame, event, arg):
+    if event == "line":
+        _trace_emit({"kind": "line", "line": frame.f_lineno, "function": frame.f_code.co_name})
+    elif event == "return":
+        _trace_emit({"kind": "return", "line": frame.f_lineno, "function": frame.f_code.co_name})
+    elif event == "exception":
+        exc = arg[1]
+        if isinstance(exc, (StopIteration, StopAsyncIteration, GeneratorExit)):
+            return _local_tracer  # how generators and coroutines work, not errors
+        _trace_emit({"kind": "exception", "line": frame.f_lineno, "function": frame.f_code.co_name,
+                     "error": {"type": _type_name(exc), "message": str(exc)}})
+    return _local_tracer
+
+
+def _global_tracer(frame, event, arg):
+    # Only the user's own code is traced: not the stdlib, not this runtime.
+    if not frame.f_code.co_filename.startswith(_USER_PREFIX):
+        return None
+    if event == "call":
+        _trace_emit({"kind": "call", "line": frame.f_lineno, "function": frame.f_code.co_name})
+    return _local_tracer
 
 
 # ---- outcome documents ----------------------------------------------------------
@@ -218,16 +500,24 @@ def _execute(src, options, flags):
     # Lets tracebacks show the user's source lines.
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     namespace = _namespace(flags)
+    _install_callbacks(namespace, options.get("callbacks") or [])
+    _state["trace"] = bool(options.get("trace"))
     try:
         compiled = compile(code, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
     except (SyntaxError, ValueError) as e:
         return {"status": "error", "error": _error_doc(e)}
     doc = {"status": "ok"}
     try:
-        ret = eval(compiled, namespace)  # noqa: S307 - running user code is the point
-        # Code with top-level await compiles to a coroutine.
-        if _iscoroutine(ret):
-            _run_coroutine(ret)
+        if _state["trace"]:
+            _settrace(_global_tracer)
+        try:
+            ret = eval(compiled, namespace)  # noqa: S307 - running user code is the point
+            # Code with top-level await compiles to a coroutine.
+            if _iscoroutine(ret):
+                _run_coroutine(ret)
+        finally:
+            _settrace(None)
+            _pending.clear()
     except SystemExit as e:
         doc = {"status": "exit", "exit_code": _exit_code(e)}
     except BaseException as e:  # noqa: BLE001 - every outcome must be reported

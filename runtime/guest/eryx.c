@@ -7,6 +7,7 @@
 // boundary and the interrupt request, which must be callable from a host
 // function at any point of the guest's execution.
 
+#define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -45,20 +45,30 @@ func (e *Engine) instantiateHostModules(ctx context.Context) error {
 // zeroes the countdown. Returning to Go here is also what lets the Go
 // scheduler and garbage collector reach a goroutine running guest code.
 func hostPreempt(ctx context.Context, mod api.Module) {
-	if g, ok := mod.ExportedGlobal(flagExport).(api.MutableGlobal); ok {
-		g.Set(preemptBudget)
-	}
 	st := stateFrom(ctx)
 	if st == nil {
+		// Pre-initialisation: nothing to stop, just keep going.
+		if g, ok := mod.ExportedGlobal(flagExport).(api.MutableGlobal); ok {
+			g.Set(preemptBudget)
+		}
 		return
 	}
-	switch st.phase.Load() {
+	sb := st.sb
+	// The watchdog zeroes the countdown under the same lock after moving the
+	// phase on, so a refill here can never hide a stop request.
+	sb.preemptMu.Lock()
+	phase := st.phase.Load()
+	if phase != phaseHard && sb.countdown != nil {
+		sb.countdown.Set(preemptBudget)
+	}
+	sb.preemptMu.Unlock()
+	switch phase {
 	case phaseSoft:
 		if !st.softSent {
 			st.softSent = true
 			// Queue a KeyboardInterrupt for the interpreter's next check. If
 			// the guest swallows it, the watchdog's hard stop follows.
-			if _, err := st.sb.fnInterrupt.Call(ctx); err != nil {
+			if _, err := sb.fnInterrupt.Call(ctx); err != nil {
 				panic(err)
 			}
 		}
@@ -78,31 +88,6 @@ func hostResult(ctx context.Context, mod api.Module, ptr, n uint32) {
 		panic(fmt.Errorf("eryx.result: out of bounds %d+%d", ptr, n))
 	}
 	st.outcome = append(st.outcome[:0], b...)
-}
-
-// hostCall starts an asynchronous host operation. No operation is served by
-// the core runtime; callbacks plug in here.
-func hostCall(ctx context.Context, mod api.Module, opPtr, opLen, ptr, n uint32) int32 {
-	return -1
-}
-
-// hostReply copies the reply of a finished operation into the guest.
-func hostReply(ctx context.Context, mod api.Module, handle int32, ptr, capacity uint32) int32 {
-	return -1
-}
-
-// hostEmit receives fire-and-forget events (trace events) from the guest.
-func hostEmit(ctx context.Context, mod api.Module, kindPtr, kindLen, ptr, n uint32) {}
-
-// hostWait blocks the guest's event loop until a timer is due (timeoutNs),
-// an operation completes, or the execution is interrupted. A negative
-// timeout with nothing pending returns -1 at once: the loop is deadlocked.
-func hostWait(ctx context.Context, mod api.Module, timeoutNs int64) int32 {
-	if timeoutNs < 0 {
-		return -1
-	}
-	sleep(ctx, time.Duration(timeoutNs))
-	return 0
 }
 
 // sleep waits for d unless the execution is interrupted first.

@@ -32,6 +32,15 @@ type ExecOptions struct {
 	// Session runs the code in the sandbox's persistent namespace, so that
 	// variables survive into the next execution with Session set.
 	Session bool
+	// Callbacks are the host capabilities the code can call; nil for none.
+	Callbacks Callbacks
+	// CallbackLimits bound the callbacks; zero fields take the defaults.
+	CallbackLimits CallbackLimits
+	// OnTrace turns tracing on: it receives the execution's trace events
+	// while the code runs. Nil means no tracer is installed at all.
+	OnTrace func(TraceEvent)
+	// Host serves the guest's other host calls (the network gateway).
+	Host HostHandler
 }
 
 // Sandbox is one isolated interpreter. Executions on a sandbox are
@@ -42,6 +51,7 @@ type Sandbox struct {
 	mod         api.Module
 	mem         *guestMemory
 	countdown   api.MutableGlobal // the preemption countdown; nil without preemption
+	preemptMu   sync.Mutex        // orders countdown refills against stop requests
 	fnAlloc     api.Function
 	fnFree      api.Function
 	fnExec      api.Function
@@ -170,7 +180,12 @@ func (sb *Sandbox) Execute(ctx context.Context, code string, opts ExecOptions) (
 	capt := newCapture(lim.OutputBytes, opts.OnOutput)
 	sb.setCapture(capt)
 	defer sb.setCapture(nil)
-	st := &execState{sb: sb, interrupt: make(chan struct{})}
+	st := &execState{sb: sb, interrupt: make(chan struct{}), opts: &opts}
+	st.calls = newHostCalls(ctx, &opts)
+	guestOpts, err := sb.guestOptions(ctx, &opts)
+	if err != nil {
+		return nil, err
+	}
 
 	start := time.Now()
 	done := make(chan struct{})
@@ -179,9 +194,10 @@ func (sb *Sandbox) Execute(ctx context.Context, code string, opts ExecOptions) (
 		defer close(watchdogDone)
 		sb.watchdog(ctx, st, lim.Timeout, done)
 	}()
-	callErr := sb.run(withState(ctx, st), code, opts.Session)
+	callErr := sb.run(withState(ctx, st), code, guestOpts, opts.Session)
 	close(done)
 	<-watchdogDone
+	st.calls.close()
 
 	res := &Result{
 		Stdout:          capt.stdout.String(),
@@ -197,9 +213,9 @@ func (sb *Sandbox) Execute(ctx context.Context, code string, opts ExecOptions) (
 }
 
 // run copies the code into the guest and calls eryx_exec.
-func (sb *Sandbox) run(ctx context.Context, code string, session bool) error {
+func (sb *Sandbox) run(ctx context.Context, code string, guestOpts []byte, session bool) error {
 	n := uint64(len(code))
-	res, err := sb.fnAlloc.Call(ctx, n)
+	res, err := sb.fnAlloc.Call(ctx, n+uint64(len(guestOpts)))
 	if err != nil {
 		return err
 	}
@@ -207,14 +223,15 @@ func (sb *Sandbox) run(ctx context.Context, code string, session bool) error {
 	if ptr == 0 {
 		return fmt.Errorf("%w: no guest memory for %d bytes of code", ErrGuestCrashed, n)
 	}
-	if !sb.mod.Memory().WriteString(uint32(ptr), code) {
+	mem := sb.mod.Memory()
+	if !mem.WriteString(uint32(ptr), code) || !mem.Write(uint32(ptr+n), guestOpts) {
 		return fmt.Errorf("%w: code buffer out of bounds", ErrGuestCrashed)
 	}
 	var flags uint64
 	if session {
 		flags |= flagSession
 	}
-	res, err = sb.fnExec.Call(ctx, ptr, n, 0, 0, flags)
+	res, err = sb.fnExec.Call(ctx, ptr, n, ptr+n, uint64(len(guestOpts)), flags)
 	if err != nil {
 		return err
 	}
@@ -246,24 +263,25 @@ func (sb *Sandbox) watchdog(ctx context.Context, st *execState, timeout time.Dur
 		}
 		st.cause = ctx.Err()
 	}
-	st.phase.Store(phaseSoft)
 	close(st.interrupt)
-	sb.preemptNow()
+	sb.preemptNow(st, phaseSoft)
 	grace := time.NewTimer(softGrace)
 	defer grace.Stop()
 	select {
 	case <-done:
 	case <-grace.C:
-		st.phase.Store(phaseHard)
-		sb.preemptNow()
+		sb.preemptNow(st, phaseHard)
 	}
 }
 
-// preemptNow makes the guest call the preempt hook at its next loop check.
-// It races with the guest's own decrements; a lost write only delays the
-// hook until the countdown runs out by itself, at most preemptBudget
-// iterations later.
-func (sb *Sandbox) preemptNow() {
+// preemptNow moves the execution to phase and makes the guest call the
+// preempt hook at its next loop check. The store races with the guest's own
+// decrements; a lost write only delays the hook until the countdown runs
+// out by itself, at most preemptBudget iterations later.
+func (sb *Sandbox) preemptNow(st *execState, phase int32) {
+	sb.preemptMu.Lock()
+	defer sb.preemptMu.Unlock()
+	st.phase.Store(phase)
 	if sb.countdown != nil {
 		sb.countdown.Set(0)
 	}
@@ -362,6 +380,8 @@ const (
 // travels in the context given to the guest call.
 type execState struct {
 	sb        *Sandbox
+	opts      *ExecOptions
+	calls     *hostCalls
 	phase     atomic.Int32
 	softSent  bool          // only touched on the executing goroutine
 	interrupt chan struct{} // closed when a stop begins; wakes sleeps

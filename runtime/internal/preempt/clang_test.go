@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
-	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/sys"
 )
 
 // The volatile store keeps -O2 from replacing the loop by a closed form, and
@@ -65,13 +63,14 @@ func TestClangModule(t *testing.T) {
 	t.Logf("%d -> %d bytes, %+v", len(orig), len(out), st)
 
 	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(true) // clean-up only, see TestSpinIsInterrupted
-	r := newTestRuntime(t, cfg, func(context.Context, api.Module) { panic(sys.NewExitError(137)) })
+	h := &stopHook{refill: 1000}
+	r := newTestRuntime(t, cfg, h.hook)
 	mod := instantiate(t, r, out, "clang")
 	got, err := mod.ExportedFunction("sum_squares").Call(context.Background(), 10)
 	if err != nil || len(got) != 1 || got[0] != 285 {
 		t.Fatalf("sum_squares(10) = %v, %v; want 285", got, err)
 	}
-	expectInterrupt(t, mod, "sum_squares", 1<<62)
+	expectInterrupt(t, mod, h, "sum_squares", 1<<62)
 }
 
 // TestLargeModule instruments the module at ERYX_BENCH_WASM, if set, and
@@ -100,8 +99,8 @@ func TestLargeModule(t *testing.T) {
 	}
 }
 
-// instrumentTrapping instruments with "global.get flag; if; unreachable;
-// end", which needs no hook import.
+// instrumentTrapping instruments with the countdown check but "unreachable"
+// in place of the hook call, which needs no hook import.
 func instrumentTrapping(wasm []byte, opts Options) ([]byte, Stats, error) {
 	m, err := parseModule(wasm)
 	if err != nil {
@@ -112,8 +111,10 @@ func instrumentTrapping(wasm []byte, opts Options) ([]byte, Stats, error) {
 		return nil, Stats{}, err
 	}
 	hook := hookInfo{importedGlobals: info.globals}
-	return m.rewriteWith(hook, opts, func(flag uint32) []byte {
-		return ins(opGlobalGet, uleb(uint64(flag)), opIf, tEmpty, opUnreachable, opEnd)
+	return m.rewriteWith(hook, opts, func(counter uint32) []byte {
+		c := uleb(uint64(counter))
+		return ins(opGlobalGet, c, i32c(1), opI32Sub, opGlobalSet, c,
+			opGlobalGet, c, i32c(0), opI32LeS, opIf, tEmpty, opUnreachable, opEnd)
 	})
 }
 

@@ -95,6 +95,7 @@ const (
 	opF64Const     = 0x44
 	opI32Eqz       = 0x45
 	opI32GtS       = 0x4a
+	opI32LeS       = 0x4c
 	opI32GeU       = 0x4f
 	opI32Add       = 0x6a
 	opI32Sub       = 0x6b

@@ -31,7 +31,7 @@ func TestInstrumentErrors(t *testing.T) {
 	noImports.exports = nil
 
 	exported := spinModule()
-	exported.exports = append(exported.exports, testExport{name: testFlag, kind: kindFunc, idx: 1})
+	exported.exports = append(exported.exports, testExport{name: testCounter, kind: kindFunc, idx: 1})
 
 	dupCode := spinModule().encode()
 	dupCode = append(dupCode, encodeSection(secCode, vec(nil))...)
@@ -71,7 +71,7 @@ func TestInstrumentErrors(t *testing.T) {
 		{name: "hook type out of range", wasm: withHook(hookImport(9)), want: ErrMalformed},
 		{name: "unknown opcode", wasm: badOpcodeWasm, want: ErrUnknownOpcode,
 			contains: fmt.Sprintf("0x06 at offset %d", len(badOpcodeWasm)-2)},
-		{name: "flag already exported", wasm: exported.encode(), want: ErrExportExists},
+		{name: "countdown name already exported", wasm: exported.encode(), want: ErrExportExists},
 		{name: "unknown section id", wasm: append(append([]byte{}, wasmHeader...), 14, 0), want: ErrMalformed},
 		{name: "section overruns", wasm: append(append([]byte{}, wasmHeader...), secType, 5, 0), want: ErrMalformed},
 		{name: "sections out of order", wasm: append(append([]byte{}, wasmHeader...), secExport, 1, 0, secType, 1, 0), want: ErrMalformed},
@@ -82,9 +82,9 @@ func TestInstrumentErrors(t *testing.T) {
 		{name: "global section trailing bytes", wasm: withGlobal(ins(tI32, 0, i32c(1), opEnd, opNop)), want: ErrMalformed},
 		{name: "global init without end", wasm: withGlobal(ins(tI32, 0, i32c(1))), want: ErrMalformed},
 		{name: "global init unknown opcode", wasm: withGlobal(ins(tI32, 0, 0xff, opEnd)), want: ErrUnknownOpcode},
-		{name: "missing flag export", wasm: spinModule().encode(), opts: Options{HookModule: "eryx", HookName: "preempt"}, want: ErrOptions},
+		{name: "missing countdown export name", wasm: spinModule().encode(), opts: Options{HookModule: "eryx", HookName: "preempt"}, want: ErrOptions},
 		{name: "missing hook name", wasm: spinModule().encode(), opts: Options{HookModule: "eryx", FlagExport: "f"}, want: ErrOptions},
-		{name: "flag export not UTF-8", wasm: spinModule().encode(), opts: Options{HookModule: "eryx", HookName: "preempt", FlagExport: "\xff"}, want: ErrOptions},
+		{name: "countdown export name not UTF-8", wasm: spinModule().encode(), opts: Options{HookModule: "eryx", HookName: "preempt", FlagExport: "\xff"}, want: ErrOptions},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

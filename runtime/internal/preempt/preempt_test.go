@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,10 +16,21 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 )
 
-const testFlag = "eryx_preempt"
+// testCounter is the export name of the countdown global in the tests.
+const testCounter = "eryx_preempt"
 
 func testOptions(functionEntry bool) Options {
-	return Options{HookModule: "eryx", HookName: "preempt", FlagExport: testFlag, FunctionEntry: functionEntry}
+	return Options{HookModule: "eryx", HookName: "preempt", FlagExport: testCounter, FunctionEntry: functionEntry}
+}
+
+// countdown returns the exported countdown global of an instrumented module.
+func countdown(t testing.TB, mod api.Module) api.MutableGlobal {
+	t.Helper()
+	g, ok := mod.ExportedGlobal(testCounter).(api.MutableGlobal)
+	if !ok {
+		t.Fatalf("countdown export %q missing or immutable", testCounter)
+	}
+	return g
 }
 
 type testCall struct {
@@ -28,13 +40,13 @@ type testCall struct {
 }
 
 type instrumentCase struct {
-	name  string
-	mod   testModule
-	env   *testModule // instantiated as module "env" before mod, when set
-	calls []testCall
-	loops int
-	flag  uint32 // expected flag global index
-	hook  uint32 // expected hook function index
+	name    string
+	mod     testModule
+	env     *testModule // instantiated as module "env" before mod, when set
+	calls   []testCall
+	loops   int
+	counter uint32 // expected countdown global index
+	hook    uint32 // expected hook function index
 }
 
 func u64s(v ...uint64) []uint64 { return v }
@@ -341,7 +353,7 @@ func miscModule() testModule {
 }
 
 // importsModule imports a global and a function before the hook, and
-// defines two globals, so the flag is global 3 and the hook function 1.
+// defines two globals, so the countdown is global 3 and the hook function 1.
 func importsModule() (mod, env testModule) {
 	env = testModule{
 		types:   []testFuncType{funcType(oneI32, oneI32)},
@@ -420,7 +432,7 @@ func instrumentCases() []instrumentCase {
 			calls: []testCall{{"simd", nil, u64s(31 + 62)}}},
 		{name: "misc", mod: miscModule(), loops: 1,
 			calls: []testCall{{"run", u64s(5), u64s(15)}, {"fact", u64s(5), u64s(120)}}},
-		{name: "imports of every kind", mod: imports, env: &env, loops: 1, flag: 3, hook: 1,
+		{name: "imports of every kind", mod: imports, env: &env, loops: 1, counter: 3, hook: 1,
 			calls: []testCall{{"f", u64s(3), u64s(7*8 + 1000)}}},
 		{name: "no global or export section", mod: bareModule(), loops: 1},
 	}
@@ -480,7 +492,7 @@ func checkCase(t *testing.T, c instrumentCase, functionEntry bool) {
 	if functionEntry {
 		wantChecks += len(c.mod.funcs)
 	}
-	wantStats := Stats{Functions: len(c.mod.funcs), Loops: c.loops, Checks: wantChecks, FlagIndex: c.flag, HookIndex: c.hook}
+	wantStats := Stats{Functions: len(c.mod.funcs), Loops: c.loops, Checks: wantChecks, FlagIndex: c.counter, HookIndex: c.hook}
 	if st != wantStats {
 		t.Errorf("stats = %+v, want %+v", st, wantStats)
 	}
@@ -495,6 +507,14 @@ func checkCase(t *testing.T, c instrumentCase, functionEntry bool) {
 	}
 	origMod := instantiate(t, r, orig, "orig")
 	instMod := instantiate(t, r, out, "instrumented")
+	counter := countdown(t, instMod)
+	if counter.Type() != api.ValueTypeI32 || counter.Get() != 0 {
+		t.Errorf("countdown type %v value %d, want i32 0", counter.Type(), counter.Get())
+	}
+	// Every call here runs far fewer checks than the budget, so the
+	// countdown never runs out and the hook is never called.
+	const budget = 1 << 30
+	counter.Set(budget)
 	for _, call := range c.calls {
 		got, err := instMod.ExportedFunction(call.fn).Call(ctx, call.args...)
 		if err != nil {
@@ -508,15 +528,16 @@ func checkCase(t *testing.T, c instrumentCase, functionEntry bool) {
 			t.Errorf("%s%v = %v (original %v), want %v", call.fn, call.args, got, base, call.want)
 		}
 	}
-	flag, ok := instMod.ExportedGlobal(testFlag).(api.MutableGlobal)
-	if !ok {
-		t.Fatalf("flag export %q missing or immutable", testFlag)
-	}
-	if flag.Type() != api.ValueTypeI32 || flag.Get() != 0 {
-		t.Errorf("flag type %v value %d, want i32 0", flag.Type(), flag.Get())
-	}
 	if n := hookCalls.Load(); n != 0 {
-		t.Errorf("hook called %d times with the flag clear", n)
+		t.Errorf("hook called %d times with a countdown of %d", n, budget)
+	}
+	v := int64(api.DecodeI32(counter.Get()))
+	maxV := int64(budget)
+	if functionEntry {
+		maxV -= int64(len(c.calls)) // at least the entry check ran per call
+	}
+	if v <= 0 || v > maxV {
+		t.Errorf("countdown %d after the calls, want in (0, %d]", v, maxV)
 	}
 }
 
@@ -541,54 +562,138 @@ func TestExactOutput(t *testing.T) {
 	}
 	want := spinModule()
 	want.funcs[0].code = ins(opLoop, tEmpty,
-		opGlobalGet, 0, opIf, tEmpty, opCall, 0, opEnd, // the check
+		wantCheck(0, 0),
 		opBr, 0, opEnd, opEnd)
-	want.globals = [][]byte{{tI32, 0x01, opI32Const, 0x00, opEnd}}
-	want.exports = append(want.exports, testExport{name: testFlag, kind: kindGlobal, idx: 0})
+	want.globals = [][]byte{{tI32, 0x01, opI32Const, 0x00, opEnd}} // mutable i32, starts at 0
+	want.exports = append(want.exports, testExport{name: testCounter, kind: kindGlobal, idx: 0})
 	if w := want.encode(); !bytes.Equal(out, w) {
 		t.Errorf("output\n% x\nwant\n% x", out, w)
 	}
 }
 
-// TestHookRunsWhenFlagSet checks that the flag really is the global the
-// checks read: with it set, the hook runs, and a hook that clears it lets
-// the function finish normally.
-func TestHookRunsWhenFlagSet(t *testing.T) {
+// wantCheck is the inserted check for countdown global c and hook function
+// h, written out from the instruction set independently of checkSequence.
+func wantCheck(c, h uint32) []byte {
+	return ins(
+		opGlobalGet, uleb(uint64(c)), i32c(1), opI32Sub, opGlobalSet, uleb(uint64(c)),
+		opGlobalGet, uleb(uint64(c)), i32c(0), opI32LeS,
+		opIf, tEmpty, opCall, uleb(uint64(h)), opEnd,
+	)
+}
+
+// TestCheckSequence pins the check for indices that need multi-byte LEB128s.
+func TestCheckSequence(t *testing.T) {
+	for _, idx := range [][2]uint32{{0, 0}, {127, 128}, {200, 70000}, {math.MaxUint32, 1 << 21}} {
+		got, want := checkSequence(idx[0], idx[1]), wantCheck(idx[0], idx[1])
+		if !bytes.Equal(got, want) {
+			t.Errorf("checkSequence(%d, %d) =\n% x\nwant\n% x", idx[0], idx[1], got, want)
+		}
+	}
+}
+
+// expectCountdown is how often the hook runs, and the countdown's value
+// afterwards, when k checks execute starting from countdown c0 and the hook
+// sets the countdown to refill. A refill of 0 stands for a hook that leaves
+// the countdown alone.
+//
+// Each check decrements first, so the first call comes at check c0 (at
+// check 1 if c0 <= 0, the comparison being signed); after a refill to n the
+// next one comes n checks later.
+func expectCountdown(c0, refill, k int64) (calls, final int64) {
+	first := max(c0, 1)
+	switch {
+	case k < first:
+		return 0, c0 - k
+	case refill == 0:
+		return k - first + 1, c0 - k
+	default:
+		return 1 + (k-first)/refill, refill - (k-first)%refill
+	}
+}
+
+// TestHookCallsFollowCountdown checks that the countdown really is the
+// global the checks decrement and compare, with the exact number of hook
+// calls for known numbers of executed checks.
+func TestHookCallsFollowCountdown(t *testing.T) {
 	imports, env := importsModule()
 	cases := []struct {
-		name string
-		mod  testModule
-		env  *testModule
-		call testCall
+		name   string
+		mod    testModule
+		env    *testModule
+		call   testCall
+		checks int64 // loop checks executed by the call; function entry adds one
 	}{
-		{"nested loops", nestedModule(), nil, testCall{"f", u64s(10, 7), u64s(945)}},
-		{"imports of every kind", imports, &env, testCall{"f", u64s(3), u64s(1056)}},
-		{"br_table", brTableModule(), nil, testCall{"classify", u64s(7), u64s(232)}},
+		// Outer loop head n+1 times, inner m+1 times per outer iteration.
+		{"nested loops", nestedModule(), nil, testCall{"f", u64s(10, 7), u64s(945)}, 11 + 10*8},
+		// env.twice is not instrumented; the loop head runs n+1 times.
+		{"imports of every kind", imports, &env, testCall{"f", u64s(3), u64s(1056)}, 4},
+		{"br_table", brTableModule(), nil, testCall{"classify", u64s(7), u64s(232)}, 8},
+		// The loop head runs once per iteration, n times.
+		{"long loop", blockTypesModule(), nil, testCall{"countdown", u64s(1000), u64s(100)}, 1000},
 	}
 	for _, c := range cases {
 		for _, entry := range []bool{false, true} {
-			t.Run(c.name, func(t *testing.T) {
+			name := c.name
+			if entry {
+				name += "/function entry"
+			}
+			t.Run(name, func(t *testing.T) {
+				k := c.checks
+				if entry {
+					k++
+				}
 				out, err := Instrument(c.mod.encode(), testOptions(entry))
 				if err != nil {
 					t.Fatal(err)
 				}
-				var hookCalls atomic.Int64
+				// The hook runs on the goroutine that calls the guest.
+				var hookCalls, refill int64
 				r := newTestRuntime(t, nil, func(_ context.Context, m api.Module) {
-					m.ExportedGlobal(testFlag).(api.MutableGlobal).Set(0)
-					hookCalls.Add(1)
+					hookCalls++
+					if refill != 0 {
+						countdown(t, m).Set(api.EncodeI32(int32(refill)))
+					}
 				})
 				if c.env != nil {
 					instantiate(t, r, c.env.encode(), "env")
 				}
 				mod := instantiate(t, r, out, "instrumented")
-				for round := int64(1); round <= 2; round++ {
-					mod.ExportedGlobal(testFlag).(api.MutableGlobal).Set(1)
+				counter := countdown(t, mod)
+				rounds := [][2]int64{ // start value (-1: as left by the last round), refill
+					{0, 5}, // the initial value: the first check calls the hook
+					{-1, 3},
+					{1 << 30, 1}, // budget larger than the loop: no call
+					{k + 1, 1},   // one short of running out
+					{k, 1 << 20}, // runs out at the last check
+					{1, 1},       // every check calls
+					{1, k},
+					{2, k - 1},
+					{k - 1, 2},
+					{7, 3},
+					{3, 7},
+					{-5, 4}, // already negative: the comparison is signed
+					{0, 0},  // a hook that does not refill is called at every check
+					{-1, 64},
+				}
+				for i, round := range rounds {
+					c0 := int64(api.DecodeI32(counter.Get()))
+					if i == 0 && c0 != 0 {
+						t.Fatalf("countdown starts at %d, want 0", c0)
+					}
+					if round[0] != -1 {
+						c0 = round[0]
+						counter.Set(api.EncodeI32(int32(c0)))
+					}
+					hookCalls, refill = 0, round[1]
 					got, err := mod.ExportedFunction(c.call.fn).Call(context.Background(), c.call.args...)
 					if err != nil || !equalU64s(got, c.call.want) {
 						t.Fatalf("%s = %v, %v; want %v", c.call.fn, got, err, c.call.want)
 					}
-					if n := hookCalls.Load(); n != round {
-						t.Fatalf("after call %d the hook ran %d times, want %d", round, n, round)
+					wantCalls, wantFinal := expectCountdown(c0, refill, k)
+					final := int64(api.DecodeI32(counter.Get()))
+					if hookCalls != wantCalls || final != wantFinal {
+						t.Errorf("%d checks from %d with refill %d: %d hook calls, countdown %d; want %d, %d",
+							k, c0, refill, hookCalls, final, wantCalls, wantFinal)
 					}
 				}
 			})
@@ -596,7 +701,45 @@ func TestHookRunsWhenFlagSet(t *testing.T) {
 	}
 }
 
-// TestSpinIsInterrupted runs an endless loop and stops it through the flag.
+// stopHook is the hook a host installs: it refills the countdown, so that
+// the guest comes back to Go every refill checks, until Stop is called;
+// then it ends the call with exit code 137.
+type stopHook struct {
+	refill int32
+	stop   atomic.Bool
+	calls  atomic.Int64
+	// mu orders the hook's refill and Stop's zeroing of the countdown,
+	// which are both Go writes to the same global (the race detector
+	// reports them otherwise). It also means a refill cannot land just
+	// after the zero and postpone the stop by refill checks: the hook
+	// either sees stop or refills before the countdown is zeroed.
+	mu sync.Mutex
+}
+
+func (h *stopHook) hook(_ context.Context, m api.Module) {
+	h.calls.Add(1)
+	h.mu.Lock()
+	stopped := h.stop.Load()
+	if !stopped {
+		m.ExportedGlobal(testCounter).(api.MutableGlobal).Set(api.EncodeI32(h.refill))
+	}
+	h.mu.Unlock()
+	if stopped {
+		panic(sys.NewExitError(137))
+	}
+}
+
+// Stop makes the guest running in mod call the hook at its next check, and
+// the hook end the call.
+func (h *stopHook) Stop(mod api.Module) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stop.Store(true)
+	mod.ExportedGlobal(testCounter).(api.MutableGlobal).Set(0)
+}
+
+// TestSpinIsInterrupted runs an endless loop and stops it through the
+// countdown.
 func TestSpinIsInterrupted(t *testing.T) {
 	for _, entry := range []bool{false, true} {
 		t.Run(map[bool]string{false: "loops", true: "function entry"}[entry], func(t *testing.T) {
@@ -607,17 +750,18 @@ func TestSpinIsInterrupted(t *testing.T) {
 			// Closing on context done is only the clean-up path should the
 			// check fail to fire; the test fails before it is used.
 			cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
-			r := newTestRuntime(t, cfg, func(context.Context, api.Module) { panic(sys.NewExitError(137)) })
+			h := &stopHook{refill: 1000}
+			r := newTestRuntime(t, cfg, h.hook)
 			mod := instantiate(t, r, out, "spin")
-			expectInterrupt(t, mod, "spin")
+			expectInterrupt(t, mod, h, "spin")
 		})
 	}
 }
 
 // expectInterrupt calls fn in a goroutine, checks it is still running after
-// a while, sets the flag and expects fn to end with exit code 137 within a
-// second.
-func expectInterrupt(t *testing.T, mod api.Module, fn string, args ...uint64) {
+// a while and has been calling the hook h, stops it through h and expects fn
+// to end with exit code 137 within a second.
+func expectInterrupt(t *testing.T, mod api.Module, h *stopHook, fn string, args ...uint64) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -628,10 +772,16 @@ func expectInterrupt(t *testing.T, mod api.Module, fn string, args ...uint64) {
 	}()
 	select {
 	case err := <-done:
-		t.Fatalf("%s returned before the flag was set: %v", fn, err)
+		t.Fatalf("%s returned before it was stopped: %v", fn, err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	mod.ExportedGlobal(testFlag).(api.MutableGlobal).Set(1)
+	// The first check calls the hook (the countdown starts at 0); more
+	// calls show the refilled countdown running out again and again.
+	calls := h.calls.Load()
+	if calls < 2 {
+		t.Errorf("hook called %d times in 100ms of %s, want the guest to keep coming back", calls, fn)
+	}
+	h.Stop(mod)
 	start := time.Now()
 	select {
 	case err := <-done:
@@ -639,11 +789,11 @@ func expectInterrupt(t *testing.T, mod api.Module, fn string, args ...uint64) {
 		if !errors.As(err, &exit) || exit.ExitCode() != 137 {
 			t.Fatalf("%s ended with %v, want exit code 137", fn, err)
 		}
-		t.Logf("%s stopped %v after the flag was set", fn, time.Since(start))
+		t.Logf("%s called the hook %d times in 100ms, stopped %v after Stop", fn, calls, time.Since(start))
 	case <-time.After(time.Second):
 		cancel()
 		<-done
-		t.Fatalf("%s still running a second after the flag was set", fn)
+		t.Fatalf("%s still running a second after Stop", fn)
 	}
 }
 

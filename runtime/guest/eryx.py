@@ -1,0 +1,31 @@
+"""Public Python API of the eryx sandbox: exceptions raised by callbacks.
+
+User code can catch these::
+
+    from eryx import CallbackError
+    try:
+        await flaky_service()
+    except CallbackError as e:
+        print(e.type, e.message)
+"""
+
+
+class CallbackError(Exception):
+    """A callback failed; .type is the error type the host reported."""
+
+    def __init__(self, type, message):
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+
+
+class CallbackTimeout(CallbackError, TimeoutError):
+    """A callback did not answer within its time limit."""
+
+
+class CallbackLimitError(CallbackError):
+    """A callback limit (invocations, argument or response size) was hit."""
+
+
+class ServiceUnavailable(CallbackError, ConnectionError):
+    """No service is running for the callback."""

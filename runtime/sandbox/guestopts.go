@@ -1,0 +1,62 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// guestOptions is the JSON document eryx_exec passes to _eryx.run.
+type guestOptions struct {
+	Callbacks []CallbackSpec `json:"callbacks,omitempty"`
+	// Refused lists callbacks that cannot be exposed, with the reason.
+	Refused []string `json:"refused,omitempty"`
+	Trace   bool     `json:"trace,omitempty"`
+}
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// reservedNames are names the runtime owns in the user's namespace, plus
+// Python keywords and builtins (checked in the guest, which knows them).
+var reservedNames = map[string]bool{
+	"invoke": true, "list_callbacks": true, "result": true, "eryx": true,
+	"asyncio": true, "__builtins__": true, "__name__": true,
+}
+
+// CheckCallbackName reports why name cannot be exposed to Python, if so.
+// Builtins and keywords are refused by the guest, which knows its own.
+func CheckCallbackName(name string) error {
+	if name == "" {
+		return fmt.Errorf("empty callback name")
+	}
+	parts := strings.Split(name, ".")
+	for _, p := range parts {
+		if !identifier.MatchString(p) {
+			return fmt.Errorf("callback name %q: %q is not a Python identifier", name, p)
+		}
+	}
+	if reservedNames[parts[0]] {
+		return fmt.Errorf("callback name %q would shadow the runtime's own %q", name, parts[0])
+	}
+	return nil
+}
+
+func (sb *Sandbox) guestOptions(ctx context.Context, opts *ExecOptions) ([]byte, error) {
+	g := guestOptions{Trace: opts.OnTrace != nil}
+	if opts.Callbacks != nil {
+		specs, err := opts.Callbacks.List(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: listing callbacks: %w", err)
+		}
+		for _, s := range specs {
+			if err := CheckCallbackName(s.Name); err != nil {
+				g.Refused = append(g.Refused, err.Error())
+				continue
+			}
+			g.Callbacks = append(g.Callbacks, s)
+		}
+	}
+	return json.Marshal(g)
+}
