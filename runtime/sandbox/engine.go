@@ -19,8 +19,10 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
 
 	"github.com/eryx-dev/eryx/runtime/assets"
+	"github.com/eryx-dev/eryx/runtime/internal/memfs"
 	"github.com/eryx-dev/eryx/runtime/internal/preempt"
 )
 
@@ -156,10 +158,16 @@ func (e *Engine) Limits() Limits { return e.cfg.Limits }
 func (e *Engine) Close(ctx context.Context) error { return e.rt.Close(ctx) }
 
 // moduleConfig is the WASI view every instance gets: no arguments, no
-// environment, the stdlib archive read-only at /lib and nothing else of the
-// host's file system, real clocks and crypto-quality randomness.
-func (e *Engine) moduleConfig(stdout, stderr streamWriter) wazero.ModuleConfig {
-	fsc := wazero.NewFSConfig().WithFSMount(e.stdlib, stdlibMount)
+// environment, the stdlib archive read-only at /lib, a null device, a
+// private in-memory /tmp and nothing of the host's file system, real clocks
+// and crypto-quality randomness.
+func (e *Engine) moduleConfig(stdout, stderr streamWriter, tmp *memfs.FS) wazero.ModuleConfig {
+	// The mounts must be the same for pre-initialisation and every sandbox:
+	// wasi-libc records the preopened directories in linear memory, which
+	// the snapshot carries over.
+	fsc := wazero.NewFSConfig().WithFSMount(e.stdlib, stdlibMount).(sysfs.FSConfig).
+		WithSysFSMount(devFS{}, "/dev").(sysfs.FSConfig).
+		WithSysFSMount(tmp, "/tmp")
 	return wazero.NewModuleConfig().
 		WithName("").
 		WithFSConfig(fsc).
@@ -179,7 +187,7 @@ func (e *Engine) nanotime() int64 { return int64(time.Since(e.clockBase)) }
 func (e *Engine) preInitialise(ctx context.Context) error {
 	sb := &Sandbox{eng: e}
 	alloc := &memoryAllocator{limit: MaxMemoryBytes}
-	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}).
+	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, memfs.New(1<<20)).
 		WithStartFunctions("_initialize")
 	// The start-up output (normally none) is only shown if it fails.
 	capt := newCapture(64<<10, nil)

@@ -14,6 +14,9 @@ type guestOptions struct {
 	// Refused lists callbacks that cannot be exposed, with the reason.
 	Refused []string `json:"refused,omitempty"`
 	Trace   bool     `json:"trace,omitempty"`
+	// Network is passed to the guest's network shims when a gateway serves
+	// the execution (ExecOptions.Network).
+	Network json.RawMessage `json:"network,omitempty"`
 }
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -43,8 +46,11 @@ func CheckCallbackName(name string) error {
 	return nil
 }
 
-func (sb *Sandbox) guestOptions(ctx context.Context, opts *ExecOptions) ([]byte, error) {
-	g := guestOptions{Trace: opts.OnTrace != nil}
+func (sb *Sandbox) guestOptions(ctx context.Context, opts *ExecOptions, extra map[string]any) ([]byte, error) {
+	if extra != nil {
+		return json.Marshal(extra)
+	}
+	g := guestOptions{Trace: opts.OnTrace != nil, Network: opts.Network}
 	if opts.Callbacks != nil {
 		specs, err := opts.Callbacks.List(ctx)
 		if err != nil {

@@ -24,7 +24,9 @@ func TestIsolationFromTheHost(t *testing.T) {
 		{"no host dirs", "import os\nfor d in ['/', '/etc', '/proc', '/root', '..']:\n    try:\n        print(d, os.listdir(d))\n    except OSError:\n        print('blocked')",
 			"blocked\nblocked\nblocked\nblocked\nblocked\n"},
 		{"stdlib read-only", "try:\n    with open('/lib/python311.zip', 'ab') as f:\n        f.write(b'x')\nexcept OSError:\n    print('blocked')", "blocked\n"},
-		{"no writable fs", "for p in ['/tmp/x', '/x', '/lib/x']:\n    try:\n        open(p, 'w').write('x')\n    except OSError:\n        print('blocked')", "blocked\nblocked\nblocked\n"},
+		{"no writable fs outside /tmp", "for p in ['/x', '/lib/x', '/dev/x']:\n    try:\n        open(p, 'w').write('x')\n    except OSError:\n        print('blocked')", "blocked\nblocked\nblocked\n"},
+		{"private /tmp", "import os, tempfile\nwith tempfile.NamedTemporaryFile('w+', delete=False) as f:\n    f.write('data')\nos.makedirs('/tmp/a/b')\nos.rename(f.name, '/tmp/a/b/f')\nprint(open('/tmp/a/b/f').read(), sorted(os.listdir('/tmp')))", "data ['a']\n"},
+		{"dev null", "open('/dev/null', 'w').write('x' * 100)\nprint(repr(open('/dev/null').read()))", "''\n"},
 		{"no sockets", "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 22), timeout=1)\nexcept Exception:\n    print('blocked')", "blocked\n"},
 		{"no subprocess", "import os\ntry:\n    os.system('ls')\nexcept (OSError, AttributeError) as e:\n    print('no')", "no\n"},
 		{"no threads", "import threading\ntry:\n    threading.Thread(target=print).start()\nexcept RuntimeError:\n    print('no')", "no\n"},
@@ -91,10 +93,7 @@ json.dumps = lambda *a, **k: 'hijacked'
 sys.modules['evil'] = type(sys)('evil')
 sys.path.insert(0, '/evil')
 os.environ['LEAK'] = '1'
-try:
-    open('/lib/leak', 'w').write('x')
-except OSError:
-    pass
+open('/tmp/leak', 'w').write('x')
 hog = bytearray(80 * 1024 * 1024)
 `
 	resA := run(t, jobA, sandbox.ExecOptions{})
@@ -103,7 +102,7 @@ hog = bytearray(80 * 1024 * 1024)
 	}
 	jobB := `
 import builtins, sys, json, os
-print('secret' in globals(), len('abc'), json.dumps(1), 'evil' in sys.modules, '/evil' in sys.path, 'LEAK' in os.environ, os.path.exists('/lib/leak'))
+print('secret' in globals(), len('abc'), json.dumps(1), 'evil' in sys.modules, '/evil' in sys.path, 'LEAK' in os.environ, os.path.exists('/tmp/leak'))
 `
 	resB := run(t, jobB, sandbox.ExecOptions{})
 	if resB.Stdout != "False 3 1 False False False False\n" {

@@ -11,6 +11,7 @@ const (
 	DefaultMemoryBytes = 128 << 20
 	DefaultOutputBytes = 1 << 20
 	DefaultCodeBytes   = 1 << 20
+	DefaultTmpBytes    = 16 << 20
 	// MaxMemoryBytes is the most any sandbox may be given (wasm32 addresses
 	// at most 4 GiB; keeping well below bounds a host's exposure).
 	MaxMemoryBytes = 2 << 30
@@ -32,6 +33,9 @@ type Limits struct {
 	OutputBytes int
 	// CodeBytes caps the size of the submitted source.
 	CodeBytes int
+	// TmpBytes caps the data the code can write to its private, in-memory
+	// /tmp (host memory, so it is bounded separately). Fixed per sandbox.
+	TmpBytes int
 }
 
 // withDefaults returns l with zero fields replaced by the defaults.
@@ -47,6 +51,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.CodeBytes == 0 {
 		l.CodeBytes = DefaultCodeBytes
+	}
+	if l.TmpBytes == 0 {
+		l.TmpBytes = DefaultTmpBytes
 	}
 	return l
 }
@@ -65,6 +72,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("%w: negative output limit", ErrInvalidLimits)
 	case l.CodeBytes < 0:
 		return fmt.Errorf("%w: negative code size limit", ErrInvalidLimits)
+	case l.TmpBytes < 0:
+		return fmt.Errorf("%w: negative /tmp size limit", ErrInvalidLimits)
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func TestDefaultLimitsAreOn(t *testing.T) {
 	t.Parallel()
 	l := engine.Limits()
 	if l.Timeout != sandbox.DefaultTimeout || l.MemoryBytes != sandbox.DefaultMemoryBytes ||
-		l.OutputBytes != sandbox.DefaultOutputBytes || l.CodeBytes != sandbox.DefaultCodeBytes {
+		l.OutputBytes != sandbox.DefaultOutputBytes || l.CodeBytes != sandbox.DefaultCodeBytes || l.TmpBytes != sandbox.DefaultTmpBytes {
 		t.Fatalf("engine limits %+v are not the defaults", l)
 	}
 	if sandbox.DefaultTimeout != 30*time.Second || sandbox.DefaultMemoryBytes != 128<<20 || sandbox.DefaultOutputBytes != 1<<20 {
@@ -114,5 +114,14 @@ func TestCodeSizeDefaultLimit(t *testing.T) {
 	code := "x = 1\n" + strings.Repeat("#", sandbox.DefaultCodeBytes)
 	if _, err := engine.Execute(context.Background(), code, sandbox.ExecOptions{}); !errors.Is(err, sandbox.ErrCodeTooLarge) {
 		t.Fatalf("err = %v, want ErrCodeTooLarge", err)
+	}
+}
+
+func TestTmpLimit(t *testing.T) {
+	t.Parallel()
+	res := run(t, "try:\n    with open('/tmp/big', 'wb') as f:\n        for _ in range(100):\n            f.write(b'x' * 65536)\nexcept OSError as e:\n    import os\n    print('full at', os.path.getsize('/tmp/big'))",
+		sandbox.ExecOptions{Limits: sandbox.Limits{TmpBytes: 1 << 20}})
+	if res.Stdout != "full at 1048576\n" {
+		t.Fatalf("stdout %q, error %+v", res.Stdout, res.Error)
 	}
 }

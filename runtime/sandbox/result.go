@@ -78,6 +78,8 @@ type Result struct {
 	// ExitCode is set when Status is StatusExit.
 	ExitCode *int  `json:"exit_code,omitempty"`
 	Stats    Stats `json:"stats"`
+
+	skipped []SkippedVariable // session operations only
 }
 
 // guestOutcome is the JSON document the guest runtime reports (_eryx.py).
@@ -88,4 +90,6 @@ type guestOutcome struct {
 	ResultRepr  string          `json:"result_repr"`
 	Error       *PythonError    `json:"error"`
 	ExitCode    *int            `json:"exit_code"`
+	// Skipped lists variables a session operation could not handle.
+	Skipped []SkippedVariable `json:"skipped"`
 }

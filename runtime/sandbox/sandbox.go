@@ -13,6 +13,8 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/eryx-dev/eryx/runtime/internal/memfs"
 )
 
 // softGrace is how long a guest gets to unwind from the KeyboardInterrupt of
@@ -20,7 +22,12 @@ import (
 const softGrace = 250 * time.Millisecond
 
 // Execution flags of eryx_exec; keep in sync with runtime/guest/_eryx.py.
-const flagSession = 1
+const (
+	flagSession  = 1
+	flagSnapshot = 2
+	flagRestore  = 4
+	flagClear    = 8
+)
 
 // ExecOptions tune one execution.
 type ExecOptions struct {
@@ -41,6 +48,9 @@ type ExecOptions struct {
 	OnTrace func(TraceEvent)
 	// Host serves the guest's other host calls (the network gateway).
 	Host HostHandler
+	// Network, when set, turns on the guest's network shims and is handed
+	// to them as their configuration (JSON object; see netgate).
+	Network json.RawMessage
 }
 
 // Sandbox is one isolated interpreter. Executions on a sandbox are
@@ -50,6 +60,7 @@ type Sandbox struct {
 	limits      Limits
 	mod         api.Module
 	mem         *guestMemory
+	tmp         *memfs.FS
 	countdown   api.MutableGlobal // the preemption countdown; nil without preemption
 	preemptMu   sync.Mutex        // orders countdown refills against stop requests
 	fnAlloc     api.Function
@@ -77,7 +88,8 @@ func (e *Engine) NewSandbox(ctx context.Context, limits Limits) (*Sandbox, error
 	}
 	sb := &Sandbox{eng: e, limits: lim}
 	alloc := &memoryAllocator{limit: lim.MemoryBytes}
-	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}).
+	sb.tmp = memfs.New(int64(lim.TmpBytes))
+	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, sb.tmp).
 		WithStartFunctions() // the image already holds an initialised interpreter
 	mod, err := e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), e.compiled, cfg)
 	if err != nil {
@@ -166,26 +178,37 @@ func (sb *Sandbox) Execute(ctx context.Context, code string, opts ExecOptions) (
 	if i := strings.IndexByte(code, 0); i >= 0 {
 		return nil, fmt.Errorf("%w: NUL byte at offset %d", ErrInvalidCode, i)
 	}
+	var flags uint32
+	if opts.Session {
+		flags |= flagSession
+	}
+	res, _, err := sb.exec(ctx, []byte(code), flags, lim, &opts, nil)
+	return res, err
+}
+
+// exec runs one call of eryx_exec under the watchdog: a user execution or
+// a session operation (flags). extra is merged into the guest options.
+func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Limits, opts *ExecOptions,
+	extra map[string]any) (*Result, *execState, error) {
 	if !sb.mu.TryLock() {
-		return nil, ErrBusy
+		return nil, nil, ErrBusy
 	}
 	defer sb.mu.Unlock()
 	if sb.closed {
-		return nil, ErrSandboxClosed
+		return nil, nil, ErrSandboxClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return &Result{Status: StatusCancelled}, interruptErr(ErrCancelled, err)
+		return &Result{Status: StatusCancelled}, nil, interruptErr(ErrCancelled, err)
 	}
-
+	guestOpts, err := sb.guestOptions(ctx, opts, extra)
+	if err != nil {
+		return nil, nil, err
+	}
 	capt := newCapture(lim.OutputBytes, opts.OnOutput)
 	sb.setCapture(capt)
 	defer sb.setCapture(nil)
-	st := &execState{sb: sb, interrupt: make(chan struct{}), opts: &opts}
-	st.calls = newHostCalls(ctx, &opts)
-	guestOpts, err := sb.guestOptions(ctx, &opts)
-	if err != nil {
-		return nil, err
-	}
+	st := &execState{sb: sb, interrupt: make(chan struct{}), opts: opts}
+	st.calls = newHostCalls(ctx, opts)
 
 	start := time.Now()
 	done := make(chan struct{})
@@ -194,7 +217,7 @@ func (sb *Sandbox) Execute(ctx context.Context, code string, opts ExecOptions) (
 		defer close(watchdogDone)
 		sb.watchdog(ctx, st, lim.Timeout, done)
 	}()
-	callErr := sb.run(withState(ctx, st), code, guestOpts, opts.Session)
+	callErr := sb.run(withState(ctx, st), input, guestOpts, flags)
 	close(done)
 	<-watchdogDone
 	st.calls.close()
@@ -209,29 +232,26 @@ func (sb *Sandbox) Execute(ctx context.Context, code string, opts ExecOptions) (
 			MemoryLimitHit:  sb.mem.failed.Load(),
 		},
 	}
-	return sb.finish(ctx, st, res, callErr)
+	res, err = sb.finish(ctx, st, res, callErr)
+	return res, st, err
 }
 
-// run copies the code into the guest and calls eryx_exec.
-func (sb *Sandbox) run(ctx context.Context, code string, guestOpts []byte, session bool) error {
-	n := uint64(len(code))
+// run copies the input and options into the guest and calls eryx_exec.
+func (sb *Sandbox) run(ctx context.Context, input, guestOpts []byte, flags uint32) error {
+	n := uint64(len(input))
 	res, err := sb.fnAlloc.Call(ctx, n+uint64(len(guestOpts)))
 	if err != nil {
 		return err
 	}
 	ptr := res[0]
 	if ptr == 0 {
-		return fmt.Errorf("%w: no guest memory for %d bytes of code", ErrGuestCrashed, n)
+		return fmt.Errorf("%w: no guest memory for %d bytes of input", ErrGuestCrashed, n)
 	}
 	mem := sb.mod.Memory()
-	if !mem.WriteString(uint32(ptr), code) || !mem.Write(uint32(ptr+n), guestOpts) {
-		return fmt.Errorf("%w: code buffer out of bounds", ErrGuestCrashed)
+	if !mem.Write(uint32(ptr), input) || !mem.Write(uint32(ptr+n), guestOpts) {
+		return fmt.Errorf("%w: input buffer out of bounds", ErrGuestCrashed)
 	}
-	var flags uint64
-	if session {
-		flags |= flagSession
-	}
-	res, err = sb.fnExec.Call(ctx, ptr, n, ptr+n, uint64(len(guestOpts)), flags)
+	res, err = sb.fnExec.Call(ctx, ptr, n, ptr+n, uint64(len(guestOpts)), uint64(flags))
 	if err != nil {
 		return err
 	}
@@ -327,6 +347,7 @@ func (sb *Sandbox) finish(ctx context.Context, st *execState, res *Result, callE
 	}
 	res.Status = out.Status
 	res.Error = out.Error
+	res.skipped = out.Skipped
 	res.ExitCode = out.ExitCode
 	res.ValueError = out.ResultError
 	if len(out.Result) > 0 {
@@ -366,6 +387,9 @@ func mergeLimits(base, over Limits) Limits {
 	if over.CodeBytes != 0 {
 		base.CodeBytes = over.CodeBytes
 	}
+	if over.TmpBytes != 0 {
+		base.TmpBytes = over.TmpBytes
+	}
 	return base.withDefaults()
 }
 
@@ -388,6 +412,7 @@ type execState struct {
 	reason    error         // ErrTimeout or ErrCancelled, set before phase
 	cause     error         // the context's error, if that was the trigger
 	outcome   []byte
+	snapshot  []byte // session state reported by a snapshot operation
 }
 
 type stateKey struct{}

@@ -1,0 +1,448 @@
+// Package memfs is a small writable in-memory file system for a sandbox's
+// scratch space (/tmp). Each sandbox gets its own, it disappears with the
+// sandbox, and its total size is capped, so untrusted code can write files
+// without touching the host's disk or outliving its job.
+package memfs
+
+import (
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// FS implements wazero's experimental sys.FS. It is safe for concurrent use.
+type FS struct {
+	experimentalsys.UnimplementedFS
+
+	mu    sync.Mutex
+	root  *node
+	quota int64 // bytes of file data, all files together
+	used  int64
+	ino   sys.Inode
+}
+
+type node struct {
+	ino      sys.Inode
+	dir      bool
+	data     []byte
+	children map[string]*node
+	mtime    int64
+}
+
+// New returns an empty file system holding at most quota bytes of data.
+func New(quota int64) *FS {
+	f := &FS{quota: quota}
+	f.root = f.newNode(true)
+	return f
+}
+
+// Used reports the bytes of file data stored.
+func (f *FS) Used() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.used
+}
+
+func (f *FS) newNode(dir bool) *node {
+	f.ino++
+	n := &node{ino: f.ino, dir: dir, mtime: time.Now().UnixNano()}
+	if dir {
+		n.children = map[string]*node{}
+	}
+	return n
+}
+
+// split cleans p ("." is the root) into its parent directory and base name.
+func split(p string) (dir, base string) {
+	p = path.Clean("/" + p)
+	if p == "/" {
+		return "", ""
+	}
+	return path.Dir(p), path.Base(p)
+}
+
+// lookup returns the node at p; the caller holds f.mu.
+func (f *FS) lookup(p string) (*node, experimentalsys.Errno) {
+	n := f.root
+	for _, part := range strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/") {
+		if part == "" {
+			continue
+		}
+		if !n.dir {
+			return nil, experimentalsys.ENOTDIR
+		}
+		c, ok := n.children[part]
+		if !ok {
+			return nil, experimentalsys.ENOENT
+		}
+		n = c
+	}
+	return n, 0
+}
+
+func (f *FS) parent(p string) (*node, string, experimentalsys.Errno) {
+	dir, base := split(p)
+	if base == "" {
+		return nil, "", experimentalsys.EINVAL
+	}
+	d, errno := f.lookup(dir)
+	if errno != 0 {
+		return nil, "", errno
+	}
+	if !d.dir {
+		return nil, "", experimentalsys.ENOTDIR
+	}
+	return d, base, 0
+}
+
+// OpenFile implements sys.FS.
+func (f *FS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, errno := f.lookup(p)
+	switch {
+	case errno == experimentalsys.ENOENT && flag&experimentalsys.O_CREAT != 0:
+		d, base, errno := f.parent(p)
+		if errno != 0 {
+			return nil, errno
+		}
+		n = f.newNode(false)
+		d.children[base] = n
+		d.mtime = n.mtime
+	case errno != 0:
+		return nil, errno
+	case flag&experimentalsys.O_CREAT != 0 && flag&experimentalsys.O_EXCL != 0:
+		return nil, experimentalsys.EEXIST
+	}
+	access := flag & (experimentalsys.O_RDONLY | experimentalsys.O_RDWR | experimentalsys.O_WRONLY)
+	writable := access == experimentalsys.O_RDWR || access == experimentalsys.O_WRONLY
+	if n.dir && writable {
+		return nil, experimentalsys.EISDIR
+	}
+	if !n.dir && flag&experimentalsys.O_DIRECTORY != 0 {
+		return nil, experimentalsys.ENOTDIR
+	}
+	if writable && flag&experimentalsys.O_TRUNC != 0 {
+		f.used -= int64(len(n.data))
+		n.data = nil
+	}
+	return &file{fs: f, n: n, readable: access != experimentalsys.O_WRONLY, writable: writable,
+		appendMode: flag&experimentalsys.O_APPEND != 0}, 0
+}
+
+func stat(n *node) sys.Stat_t {
+	st := sys.Stat_t{Ino: n.ino, Nlink: 1, Mode: 0o644, Size: int64(len(n.data)), Mtim: n.mtime, Atim: n.mtime, Ctim: n.mtime}
+	if n.dir {
+		st.Mode, st.Nlink, st.Size = fs.ModeDir|0o755, 2, 0
+	}
+	return st
+}
+
+// Stat implements sys.FS.
+func (f *FS) Stat(p string) (sys.Stat_t, experimentalsys.Errno) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, errno := f.lookup(p)
+	if errno != 0 {
+		return sys.Stat_t{}, errno
+	}
+	return stat(n), 0
+}
+
+// Lstat implements sys.FS; there are no symbolic links.
+func (f *FS) Lstat(p string) (sys.Stat_t, experimentalsys.Errno) { return f.Stat(p) }
+
+// Mkdir implements sys.FS.
+func (f *FS) Mkdir(p string, _ fs.FileMode) experimentalsys.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, base, errno := f.parent(p)
+	if errno != 0 {
+		return errno
+	}
+	if _, ok := d.children[base]; ok {
+		return experimentalsys.EEXIST
+	}
+	d.children[base] = f.newNode(true)
+	return 0
+}
+
+// Rmdir implements sys.FS.
+func (f *FS) Rmdir(p string) experimentalsys.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, base, errno := f.parent(p)
+	if errno != 0 {
+		return errno
+	}
+	n, ok := d.children[base]
+	switch {
+	case !ok:
+		return experimentalsys.ENOENT
+	case !n.dir:
+		return experimentalsys.ENOTDIR
+	case len(n.children) > 0:
+		return experimentalsys.ENOTEMPTY
+	}
+	delete(d.children, base)
+	return 0
+}
+
+// Unlink implements sys.FS.
+func (f *FS) Unlink(p string) experimentalsys.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, base, errno := f.parent(p)
+	if errno != 0 {
+		return errno
+	}
+	n, ok := d.children[base]
+	switch {
+	case !ok:
+		return experimentalsys.ENOENT
+	case n.dir:
+		return experimentalsys.EISDIR
+	}
+	delete(d.children, base)
+	f.used -= int64(len(n.data))
+	return 0
+}
+
+// Rename implements sys.FS.
+func (f *FS) Rename(from, to string) experimentalsys.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fd, fbase, errno := f.parent(from)
+	if errno != 0 {
+		return errno
+	}
+	n, ok := fd.children[fbase]
+	if !ok {
+		return experimentalsys.ENOENT
+	}
+	td, tbase, errno := f.parent(to)
+	if errno != 0 {
+		return errno
+	}
+	if old, ok := td.children[tbase]; ok {
+		if old.dir != n.dir {
+			if old.dir {
+				return experimentalsys.EISDIR
+			}
+			return experimentalsys.ENOTDIR
+		}
+		if old.dir && len(old.children) > 0 {
+			return experimentalsys.ENOTEMPTY
+		}
+		f.used -= int64(len(old.data))
+	}
+	delete(fd.children, fbase)
+	td.children[tbase] = n
+	return 0
+}
+
+// Utimens implements sys.FS.
+func (f *FS) Utimens(p string, _, mtim int64) experimentalsys.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, errno := f.lookup(p)
+	if errno != 0 {
+		return errno
+	}
+	if mtim >= 0 {
+		n.mtime = mtim
+	}
+	return 0
+}
+
+// Chmod implements sys.FS; permissions are not modelled.
+func (f *FS) Chmod(p string, _ fs.FileMode) experimentalsys.Errno {
+	_, errno := f.Stat(p)
+	return errno
+}
+
+// file is an open file or directory.
+type file struct {
+	experimentalsys.UnimplementedFile
+	fs                             *FS
+	n                              *node
+	pos                            int64
+	readable, writable, appendMode bool
+	dirents                        []experimentalsys.Dirent
+	dirRead                        bool
+}
+
+func (fl *file) IsDir() (bool, experimentalsys.Errno) { return fl.n.dir, 0 }
+func (fl *file) IsAppend() bool                       { return fl.appendMode }
+
+func (fl *file) SetAppend(enable bool) experimentalsys.Errno {
+	fl.appendMode = enable
+	return 0
+}
+
+func (fl *file) Ino() (sys.Inode, experimentalsys.Errno) { return fl.n.ino, 0 }
+
+func (fl *file) Stat() (sys.Stat_t, experimentalsys.Errno) {
+	fl.fs.mu.Lock()
+	defer fl.fs.mu.Unlock()
+	return stat(fl.n), 0
+}
+
+func (fl *file) Read(p []byte) (int, experimentalsys.Errno) {
+	n, errno := fl.Pread(p, fl.pos)
+	fl.pos += int64(n)
+	return n, errno
+}
+
+func (fl *file) Pread(p []byte, off int64) (int, experimentalsys.Errno) {
+	if fl.n.dir {
+		return 0, experimentalsys.EISDIR
+	}
+	if !fl.readable {
+		return 0, experimentalsys.EBADF
+	}
+	if off < 0 {
+		return 0, experimentalsys.EINVAL
+	}
+	fl.fs.mu.Lock()
+	defer fl.fs.mu.Unlock()
+	if off >= int64(len(fl.n.data)) {
+		return 0, 0
+	}
+	return copy(p, fl.n.data[off:]), 0
+}
+
+func (fl *file) Write(p []byte) (int, experimentalsys.Errno) {
+	if fl.appendMode {
+		fl.fs.mu.Lock()
+		fl.pos = int64(len(fl.n.data))
+		fl.fs.mu.Unlock()
+	}
+	n, errno := fl.Pwrite(p, fl.pos)
+	fl.pos += int64(n)
+	return n, errno
+}
+
+func (fl *file) Pwrite(p []byte, off int64) (int, experimentalsys.Errno) {
+	if !fl.writable {
+		return 0, experimentalsys.EBADF
+	}
+	if off < 0 {
+		return 0, experimentalsys.EINVAL
+	}
+	fl.fs.mu.Lock()
+	defer fl.fs.mu.Unlock()
+	return len(p), fl.fs.resize(fl.n, off, p)
+}
+
+// resize writes p at off, growing the file; the caller holds f.mu. There
+// is no ENOSPC in wazero's errno set, so a full quota is EIO.
+func (f *FS) resize(n *node, off int64, p []byte) experimentalsys.Errno {
+	end := off + int64(len(p))
+	if grow := end - int64(len(n.data)); grow > 0 {
+		if f.used+grow > f.quota {
+			return experimentalsys.EIO
+		}
+		f.used += grow
+		if end > int64(cap(n.data)) {
+			data := make([]byte, end, max(end, 2*int64(cap(n.data))))
+			copy(data, n.data)
+			n.data = data
+		} else {
+			n.data = n.data[:end]
+		}
+	}
+	copy(n.data[off:], p)
+	n.mtime = time.Now().UnixNano()
+	return 0
+}
+
+// Seek has wazero's signature (an Errno, not an error).
+func (fl *file) Seek(offset int64, whence int) (int64, experimentalsys.Errno) {
+	if fl.n.dir {
+		if offset != 0 || whence != io.SeekStart {
+			return 0, experimentalsys.EINVAL
+		}
+		fl.dirents, fl.dirRead = nil, false
+		return 0, 0
+	}
+	var base int64
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		base = fl.pos
+	case io.SeekEnd:
+		fl.fs.mu.Lock()
+		base = int64(len(fl.n.data))
+		fl.fs.mu.Unlock()
+	default:
+		return 0, experimentalsys.EINVAL
+	}
+	if base+offset < 0 {
+		return 0, experimentalsys.EINVAL
+	}
+	fl.pos = base + offset
+	return fl.pos, 0
+}
+
+func (fl *file) Readdir(n int) ([]experimentalsys.Dirent, experimentalsys.Errno) {
+	if !fl.n.dir {
+		return nil, experimentalsys.EBADF
+	}
+	if !fl.dirRead {
+		fl.fs.mu.Lock()
+		for name, c := range fl.n.children {
+			d := experimentalsys.Dirent{Ino: c.ino, Name: name}
+			if c.dir {
+				d.Type = fs.ModeDir
+			}
+			fl.dirents = append(fl.dirents, d)
+		}
+		fl.fs.mu.Unlock()
+		sort.Slice(fl.dirents, func(i, j int) bool { return fl.dirents[i].Name < fl.dirents[j].Name })
+		fl.dirRead = true
+	}
+	if n <= 0 || n > len(fl.dirents) {
+		n = len(fl.dirents)
+	}
+	out := fl.dirents[:n]
+	fl.dirents = fl.dirents[n:]
+	return out, 0
+}
+
+func (fl *file) Truncate(size int64) experimentalsys.Errno {
+	if !fl.writable {
+		return experimentalsys.EBADF
+	}
+	if size < 0 {
+		return experimentalsys.EINVAL
+	}
+	fl.fs.mu.Lock()
+	defer fl.fs.mu.Unlock()
+	cur := int64(len(fl.n.data))
+	if size <= cur {
+		fl.fs.used -= cur - size
+		fl.n.data = fl.n.data[:size]
+		return 0
+	}
+	return fl.fs.resize(fl.n, cur, make([]byte, size-cur))
+}
+
+func (fl *file) Sync() experimentalsys.Errno     { return 0 }
+func (fl *file) Datasync() experimentalsys.Errno { return 0 }
+
+func (fl *file) Utimens(_, mtim int64) experimentalsys.Errno {
+	if mtim >= 0 {
+		fl.fs.mu.Lock()
+		fl.n.mtime = mtim
+		fl.fs.mu.Unlock()
+	}
+	return 0
+}
