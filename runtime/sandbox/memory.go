@@ -13,13 +13,20 @@ import (
 // past the limit makes memory.grow return -1, which CPython's allocator turns
 // into a MemoryError instead of a crash.
 type guestMemory struct {
-	mapping []byte // the whole reservation, len == limit
+	mapping []byte // the whole reservation: the sandbox's memory ceiling
+	limit   atomic.Uint64
 	size    atomic.Uint64
 	failed  atomic.Bool // a grow was refused at least once
 }
 
+// setLimit narrows the growth limit for the next execution, up to the
+// reservation (memory already in use is not taken back).
+func (m *guestMemory) setLimit(n uint64) {
+	m.limit.Store(min(n, uint64(len(m.mapping))))
+}
+
 func (m *guestMemory) Reallocate(size uint64) []byte {
-	if size > uint64(len(m.mapping)) {
+	if size > uint64(len(m.mapping)) || size > m.limit.Load() {
 		m.failed.Store(true)
 		return nil
 	}
@@ -62,5 +69,6 @@ func (a *memoryAllocator) Allocate(capacity, maxSize uint64) experimental.Linear
 		return &guestMemory{}
 	}
 	a.mem = &guestMemory{mapping: b}
+	a.mem.limit.Store(limit)
 	return a.mem
 }

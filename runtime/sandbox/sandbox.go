@@ -32,7 +32,8 @@ const (
 // ExecOptions tune one execution.
 type ExecOptions struct {
 	// Limits override the sandbox's for this execution; zero fields keep
-	// the sandbox's values. MemoryBytes is fixed per sandbox and ignored here.
+	// the sandbox's values. MemoryBytes can only narrow the sandbox's
+	// (whose memory is reserved when it is created); TmpBytes is fixed.
 	Limits Limits
 	// OnOutput receives stdout and stderr chunks while the code runs.
 	OnOutput OutputHandler
@@ -209,6 +210,8 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	defer sb.setCapture(nil)
 	st := &execState{sb: sb, interrupt: make(chan struct{}), opts: opts}
 	st.calls = newHostCalls(ctx, opts)
+	sb.mem.setLimit(lim.MemoryBytes)
+	sb.mem.failed.Store(false)
 
 	start := time.Now()
 	done := make(chan struct{})

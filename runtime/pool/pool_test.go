@@ -1,0 +1,207 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eryx-dev/eryx/runtime/pool"
+	"github.com/eryx-dev/eryx/runtime/sandbox"
+)
+
+var engine *sandbox.Engine
+
+func TestMain(m *testing.M) {
+	var err error
+	engine, err = sandbox.NewEngine(context.Background(), sandbox.Config{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pool tests:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = engine.Close(context.Background())
+	os.Exit(code)
+}
+
+func newPool(t *testing.T, cfg pool.Config) *pool.Pool {
+	t.Helper()
+	p, err := pool.New(context.Background(), engine, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	return p
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestWarmsUpToMinIdle(t *testing.T) {
+	p := newPool(t, pool.Config{MaxSize: 4, MinIdle: 3})
+	waitFor(t, "3 idle", func() bool { return p.Stats().Idle == 3 })
+	sb, ok := p.TryAcquire()
+	if !ok {
+		t.Fatal("TryAcquire found nothing idle")
+	}
+	st := p.Stats()
+	if st.InUse != 1 || st.Acquisitions != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	p.Release(sb)
+	waitFor(t, "refill to 3 idle", func() bool { return p.Stats().Idle == 3 })
+	if st := p.Stats(); st.Creations != 4 || st.InUse != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// 200 concurrent jobs through a pool of 8: nothing deadlocks, the pool never
+// exceeds its size, and every job gets a sandbox nobody used before.
+func TestUnderLoadEveryJobGetsAFreshSandbox(t *testing.T) {
+	p := newPool(t, pool.Config{MaxSize: 8, MinIdle: 4, AcquireTimeout: time.Minute})
+	const jobs = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, jobs)
+	var mu sync.Mutex
+	maxInUse := 0
+	for i := 0; i < jobs; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			ctx := context.Background()
+			sb, err := p.Acquire(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer p.Release(sb)
+			mu.Lock()
+			maxInUse = max(maxInUse, p.Stats().InUse)
+			mu.Unlock()
+			res, err := sb.Execute(ctx, fmt.Sprintf("import builtins\nassert not hasattr(builtins, 'used_by'), builtins.used_by\nbuiltins.used_by = %d", i), sandbox.ExecOptions{})
+			if err != nil || res.Status != sandbox.StatusOK {
+				errs <- fmt.Errorf("job %d: %v %+v", i, err, res.Error)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st := p.Stats()
+	if st.Acquisitions != jobs || st.InUse != 0 || maxInUse > 8 {
+		t.Fatalf("stats %+v, max in use %d", st, maxInUse)
+	}
+	if st.Creations < jobs {
+		t.Fatalf("%d creations for %d jobs: a sandbox was reused", st.Creations, jobs)
+	}
+	t.Logf("stats %+v", st)
+}
+
+func TestAcquireTimeout(t *testing.T) {
+	p := newPool(t, pool.Config{MaxSize: 2, MinIdle: 1, AcquireTimeout: 150 * time.Millisecond})
+	ctx := context.Background()
+	a, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := p.Acquire(ctx); !errors.Is(err, pool.ErrAcquireTimeout) {
+		t.Fatalf("err = %v, want ErrAcquireTimeout", err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond || d > time.Second {
+		t.Fatalf("waited %v", d)
+	}
+	if _, ok := p.TryAcquire(); ok {
+		t.Fatal("TryAcquire succeeded on a full pool")
+	}
+	// A release wakes a waiter.
+	got := make(chan error, 1)
+	go func() {
+		sb, err := p.Acquire(ctx)
+		if err == nil {
+			p.Release(sb)
+		}
+		got <- err
+	}()
+	time.Sleep(30 * time.Millisecond)
+	p.Release(a)
+	if err := <-got; err != nil {
+		t.Fatalf("waiter: %v", err)
+	}
+	p.Release(b)
+	if st := p.Stats(); st.Waits < 2 || st.TotalWait < 150*time.Millisecond {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestAcquireHonoursContext(t *testing.T) {
+	p := newPool(t, pool.Config{MaxSize: 1, AcquireTimeout: time.Minute})
+	sb, err := p.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Release(sb)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.Acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestIdleTimeoutShrinksToMinIdle(t *testing.T) {
+	p := newPool(t, pool.Config{MaxSize: 4, MinIdle: 1, IdleTimeout: 50 * time.Millisecond})
+	ctx := context.Background()
+	var sbs []*sandbox.Sandbox
+	for i := 0; i < 4; i++ {
+		sb, err := p.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sbs = append(sbs, sb)
+	}
+	for _, sb := range sbs {
+		p.Release(sb)
+	}
+	waitFor(t, "1 idle", func() bool { return p.Stats().Idle == 1 })
+}
+
+func TestClosedPool(t *testing.T) {
+	p := newPool(t, pool.Config{MaxSize: 2})
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Acquire(context.Background()); !errors.Is(err, pool.ErrClosed) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestJobMemoryCanOnlyNarrow(t *testing.T) {
+	p := newPool(t, pool.Config{MaxSize: 2, Limits: sandbox.Limits{MemoryBytes: 256 << 20}})
+	ctx := context.Background()
+	sb, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Release(sb)
+	res, err := sb.Execute(ctx, "x = bytearray(100 * 1024 * 1024)", sandbox.ExecOptions{Limits: sandbox.Limits{MemoryBytes: 64 << 20}})
+	if err != nil || res.Error == nil || res.Error.Type != "MemoryError" {
+		t.Fatalf("narrowed limit not applied: %v %+v", err, res)
+	}
+}
