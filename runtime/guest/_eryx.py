@@ -492,6 +492,9 @@ def _restore(data):
 
 def _control(src, options, flags):
     """Session operations that run no user code."""
+    for archive in reversed(options.get("packages") or []):
+        if archive not in sys.path:
+            sys.path.insert(0, archive)
     try:
         if flags & FLAG_SNAPSHOT:
             return _snapshot(int(options.get("max_bytes", 10 << 20)))
@@ -590,6 +593,9 @@ def _execute(src, options, flags):
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     namespace = _namespace(flags)
     _install_callbacks(namespace, options.get("callbacks") or [])
+    for archive in reversed(options.get("packages") or []):
+        if archive not in sys.path:
+            sys.path.insert(0, archive)
     if options.get("network"):
         # The host gateway serves this execution's network access; the shims
         # route socket and ssl through it (runtime/guest/_eryx_net.py).

@@ -161,11 +161,11 @@ func (e *Engine) Close(ctx context.Context) error { return e.rt.Close(ctx) }
 // environment, the stdlib archive read-only at /lib, a null device, a
 // private in-memory /tmp and nothing of the host's file system, real clocks
 // and crypto-quality randomness.
-func (e *Engine) moduleConfig(stdout, stderr streamWriter, tmp *memfs.FS) wazero.ModuleConfig {
+func (e *Engine) moduleConfig(stdout, stderr streamWriter, tmp *memfs.FS, pkgs *pkgFS) wazero.ModuleConfig {
 	// The mounts must be the same for pre-initialisation and every sandbox:
 	// wasi-libc records the preopened directories in linear memory, which
 	// the snapshot carries over.
-	fsc := wazero.NewFSConfig().WithFSMount(e.stdlib, stdlibMount).(sysfs.FSConfig).
+	fsc := wazero.NewFSConfig().WithFSMount(e.stdlib, stdlibMount).WithFSMount(pkgs, "/pkg").(sysfs.FSConfig).
 		WithSysFSMount(devFS{}, "/dev").(sysfs.FSConfig).
 		WithSysFSMount(tmp, "/tmp")
 	return wazero.NewModuleConfig().
@@ -187,7 +187,7 @@ func (e *Engine) nanotime() int64 { return int64(time.Since(e.clockBase)) }
 func (e *Engine) preInitialise(ctx context.Context) error {
 	sb := &Sandbox{eng: e}
 	alloc := &memoryAllocator{limit: MaxMemoryBytes}
-	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, memfs.New(1<<20)).
+	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, memfs.New(1<<20), &pkgFS{}).
 		WithStartFunctions("_initialize")
 	// The start-up output (normally none) is only shown if it fails.
 	capt := newCapture(64<<10, nil)

@@ -17,6 +17,8 @@ type guestOptions struct {
 	// Network is passed to the guest's network shims when a gateway serves
 	// the execution (ExecOptions.Network).
 	Network json.RawMessage `json:"network,omitempty"`
+	// Packages are the guest paths of the package archives, for sys.path.
+	Packages []string `json:"packages,omitempty"`
 }
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -51,6 +53,9 @@ func (sb *Sandbox) guestOptions(ctx context.Context, opts *ExecOptions, extra ma
 		return json.Marshal(extra)
 	}
 	g := guestOptions{Trace: opts.OnTrace != nil, Network: opts.Network}
+	for _, p := range opts.Packages {
+		g.Packages = append(g.Packages, p.File())
+	}
 	if opts.Callbacks != nil {
 		specs, err := opts.Callbacks.List(ctx)
 		if err != nil {

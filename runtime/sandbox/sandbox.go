@@ -52,6 +52,8 @@ type ExecOptions struct {
 	// Network, when set, turns on the guest's network shims and is handed
 	// to them as their configuration (JSON object; see netgate).
 	Network json.RawMessage
+	// Packages are made importable (read-only) for this execution.
+	Packages []*Package
 }
 
 // Sandbox is one isolated interpreter. Executions on a sandbox are
@@ -62,6 +64,7 @@ type Sandbox struct {
 	mod         api.Module
 	mem         *guestMemory
 	tmp         *memfs.FS
+	pkgs        *pkgFS
 	countdown   api.MutableGlobal // the preemption countdown; nil without preemption
 	preemptMu   sync.Mutex        // orders countdown refills against stop requests
 	fnAlloc     api.Function
@@ -90,7 +93,8 @@ func (e *Engine) NewSandbox(ctx context.Context, limits Limits) (*Sandbox, error
 	sb := &Sandbox{eng: e, limits: lim}
 	alloc := &memoryAllocator{limit: lim.MemoryBytes}
 	sb.tmp = memfs.New(int64(lim.TmpBytes))
-	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, sb.tmp).
+	sb.pkgs = &pkgFS{}
+	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, sb.tmp, sb.pkgs).
 		WithStartFunctions() // the image already holds an initialised interpreter
 	mod, err := e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), e.compiled, cfg)
 	if err != nil {
@@ -211,6 +215,7 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	st := &execState{sb: sb, interrupt: make(chan struct{}), opts: opts}
 	st.calls = newHostCalls(ctx, opts)
 	sb.mem.setLimit(lim.MemoryBytes)
+	sb.pkgs.set(opts.Packages)
 	sb.mem.failed.Store(false)
 
 	start := time.Now()

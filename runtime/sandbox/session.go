@@ -32,12 +32,17 @@ type StateSnapshot struct {
 
 // sessionLimits: session operations run no user code, but unpickling can
 // still take time and memory; they get the sandbox's limits.
-func (sb *Sandbox) sessionOp(ctx context.Context, input []byte, flags uint32, extra map[string]any) (*Result, *execState, error) {
+func (sb *Sandbox) sessionOp(ctx context.Context, input []byte, flags uint32, extra map[string]any, pkgs []*Package) (*Result, *execState, error) {
 	lim := mergeLimits(sb.limits, Limits{})
 	if extra == nil {
 		extra = map[string]any{}
 	}
-	res, st, err := sb.exec(ctx, input, flags, lim, &ExecOptions{}, extra)
+	var paths []string
+	for _, p := range pkgs {
+		paths = append(paths, p.File())
+	}
+	extra["packages"] = paths
+	res, st, err := sb.exec(ctx, input, flags, lim, &ExecOptions{Packages: pkgs}, extra)
 	if err != nil {
 		return res, st, err
 	}
@@ -60,7 +65,7 @@ func (sb *Sandbox) SnapshotState(ctx context.Context, maxBytes int) (*StateSnaps
 	if maxBytes <= 0 {
 		maxBytes = DefaultSnapshotBytes
 	}
-	res, st, err := sb.sessionOp(ctx, nil, flagSnapshot, map[string]any{"max_bytes": maxBytes})
+	res, st, err := sb.sessionOp(ctx, nil, flagSnapshot, map[string]any{"max_bytes": maxBytes}, sb.pkgs.current())
 	if err != nil {
 		return nil, err
 	}
@@ -72,11 +77,12 @@ func (sb *Sandbox) SnapshotState(ctx context.Context, maxBytes int) (*StateSnaps
 
 // RestoreState replaces the session namespace with a snapshot's contents.
 // Variables that cannot be restored are returned, not silently dropped.
-func (sb *Sandbox) RestoreState(ctx context.Context, data []byte) ([]SkippedVariable, error) {
+// pkgs are the packages the state's objects come from, if any.
+func (sb *Sandbox) RestoreState(ctx context.Context, data []byte, pkgs ...*Package) ([]SkippedVariable, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("%w: empty snapshot", ErrSessionOp)
 	}
-	res, _, err := sb.sessionOp(ctx, data, flagRestore, nil)
+	res, _, err := sb.sessionOp(ctx, data, flagRestore, nil, pkgs)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +91,7 @@ func (sb *Sandbox) RestoreState(ctx context.Context, data []byte) ([]SkippedVari
 
 // ClearState empties the session namespace; imports stay cached.
 func (sb *Sandbox) ClearState(ctx context.Context) error {
-	_, _, err := sb.sessionOp(ctx, nil, flagClear, nil)
+	_, _, err := sb.sessionOp(ctx, nil, flagClear, nil, nil)
 	return err
 }
 
