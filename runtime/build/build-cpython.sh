@@ -18,7 +18,9 @@ ZPKG=zlib
 
 log() { printf '\033[1m==> %s\033[0m (%s)\n' "$*" "$(date +%H:%M:%S)" >&2; }
 
-CC_WASM="clang-16 --target=wasm32-wasi"
+# bulk-memory: memcpy/memset become memory.copy/fill, which wazero runs as
+# native memmove instead of a byte loop in wasm.
+CC_WASM="clang-16 --target=wasm32-wasi -mbulk-memory -mnontrapping-fptoint"
 AR_WASM=llvm-ar-16
 RANLIB_WASM=llvm-ranlib-16
 for t in clang-16 llvm-ar-16 llvm-ranlib-16 wasm-ld-16 dpkg-source; do
@@ -60,6 +62,8 @@ log "zlib for wasm32-wasi"
   cp libz.a "$SYSROOT/lib/" && cp zlib.h zconf.h "$SYSROOT/include/"
 )
 
+# pymalloc: configure turns it off for WASI, but it works there (arenas come
+# from malloc) and allocation-heavy Python runs ~1.5-2x faster with it.
 log "CPython configure (about a minute)"
 PYSRC=$WORK/src-$PYPKG/tree
 mkdir -p "$WORK/build-py" && cd "$WORK/build-py"
@@ -67,11 +71,11 @@ export PKG_CONFIG_PATH="" PKG_CONFIG_LIBDIR="$SYSROOT/lib/pkgconfig" PKG_CONFIG_
 export ZLIB_CFLAGS="-I$SYSROOT/include" ZLIB_LIBS="-L$SYSROOT/lib -lz"
 CONFIG_SITE=$PYSRC/Tools/wasm/config.site-wasm32-wasi \
   CC="$CC_WASM" CPP="clang-cpp-16 --target=wasm32-wasi" AR=$AR_WASM RANLIB=$RANLIB_WASM \
-  OPT="-DNDEBUG -g0 -O2 -Wno-int-conversion" \
+  OPT="-DNDEBUG -g0 -fwrapv -O3 -Wno-int-conversion" \
   "$PYSRC/configure" -C -q \
     --host=wasm32-unknown-wasi --build=x86_64-pc-linux-gnu \
     --with-build-python=/usr/bin/python3.11 \
-    --disable-test-modules --without-pymalloc --without-ensurepip \
+    --disable-test-modules --without-ensurepip --with-pymalloc \
     ac_cv_header_bzlib_h=no ac_cv_header_lzma_h=no ac_cv_header_uuid_uuid_h=no ac_cv_header_uuid_h=no \
     >&2
 

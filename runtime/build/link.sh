@@ -8,7 +8,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-CC="clang-16 --target=wasm32-wasi"
+CC="clang-16 --target=wasm32-wasi -mbulk-memory -mnontrapping-fptoint"
 $CC -O2 -g0 -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
   -I"$CPY/include/python3.11" -c "$HERE/guest/eryx.c" -o "$TMP/eryx.o"
 

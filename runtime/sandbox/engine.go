@@ -73,8 +73,9 @@ type Engine struct {
 	rt        wazero.Runtime
 	compiled  wazero.CompiledModule
 	stdlib    fs.FS
-	image     []byte // linear memory right after pre-initialisation
-	sp        uint64 // __stack_pointer at the same moment
+	data      []dataSegment // the module's data, written once for pre-initialisation
+	image     *memoryImage  // linear memory right after pre-initialisation
+	sp        uint64        // __stack_pointer at the same moment
 	clockBase time.Time
 	stats     InitStats
 }
@@ -102,6 +103,11 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("sandbox: instrumenting module: %w", err)
 		}
 		e.stats.Instrument = time.Since(start)
+	}
+
+	module, e.data, err = stripDataSegments(module)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: reading the module's data: %w", err)
 	}
 
 	rc := wazero.NewRuntimeConfigCompiler().
@@ -144,7 +150,7 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.stats.PreInit = time.Since(start)
-	e.stats.ImageBytes = len(e.image)
+	e.stats.ImageBytes = e.image.size
 	return e, nil
 }
 
@@ -155,7 +161,13 @@ func (e *Engine) Stats() InitStats { return e.stats }
 func (e *Engine) Limits() Limits { return e.cfg.Limits }
 
 // Close releases the engine. Sandboxes of the engine must not be used after.
-func (e *Engine) Close(ctx context.Context) error { return e.rt.Close(ctx) }
+func (e *Engine) Close(ctx context.Context) error {
+	err := e.rt.Close(ctx)
+	if e.image != nil {
+		err = errors.Join(err, e.image.close())
+	}
+	return err
+}
 
 // moduleConfig is the WASI view every instance gets: no arguments, no
 // environment, the stdlib archive read-only at /lib, a null device, a
@@ -187,8 +199,9 @@ func (e *Engine) nanotime() int64 { return int64(time.Since(e.clockBase)) }
 func (e *Engine) preInitialise(ctx context.Context) error {
 	sb := &Sandbox{eng: e}
 	alloc := &memoryAllocator{limit: MaxMemoryBytes}
+	// No start functions: the data segments must be in memory first.
 	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, memfs.New(1<<20), &pkgFS{}).
-		WithStartFunctions("_initialize")
+		WithStartFunctions()
 	// The start-up output (normally none) is only shown if it fails.
 	capt := newCapture(64<<10, nil)
 	sb.cur = capt
@@ -198,6 +211,15 @@ func (e *Engine) preInitialise(ctx context.Context) error {
 	}
 	defer func() { _ = mod.Close(ctx) }()
 	defer alloc.mem.Free()
+	mem := mod.Memory()
+	for _, seg := range e.data {
+		if !mem.Write(seg.offset, seg.data) {
+			return fmt.Errorf("sandbox: data segment at %d does not fit in memory", seg.offset)
+		}
+	}
+	if _, err := mod.ExportedFunction("_initialize").Call(ctx); err != nil {
+		return fmt.Errorf("sandbox: _initialize trapped: %w", err)
+	}
 	res, err := mod.ExportedFunction("eryx_init").Call(ctx)
 	if err != nil {
 		return fmt.Errorf("sandbox: pre-initialisation trapped: %w (stderr: %s)", err, capt.stderr.String())
@@ -206,12 +228,13 @@ func (e *Engine) preInitialise(ctx context.Context) error {
 		return fmt.Errorf("sandbox: pre-initialisation failed with %d: %s%s",
 			int32(res[0]), capt.stdout.String(), capt.stderr.String())
 	}
-	mem := mod.Memory()
 	buf, ok := mem.Read(0, mem.Size())
 	if !ok {
 		return errors.New("sandbox: reading pre-initialised memory")
 	}
-	e.image = append([]byte(nil), buf...)
+	if e.image, err = newMemoryImage(buf); err != nil {
+		return err
+	}
 	g := mod.ExportedGlobal(stackPointer)
 	if g == nil {
 		return errors.New("sandbox: module does not export " + stackPointer)

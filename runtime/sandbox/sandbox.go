@@ -86,12 +86,12 @@ func (e *Engine) NewSandbox(ctx context.Context, limits Limits) (*Sandbox, error
 	if err := lim.Validate(); err != nil {
 		return nil, err
 	}
-	if lim.MemoryBytes < uint64(len(e.image)) {
+	if lim.MemoryBytes < uint64(e.image.size) {
 		return nil, fmt.Errorf("%w: memory %d bytes is below the %d-byte interpreter image",
-			ErrInvalidLimits, lim.MemoryBytes, len(e.image))
+			ErrInvalidLimits, lim.MemoryBytes, e.image.size)
 	}
 	sb := &Sandbox{eng: e, limits: lim}
-	alloc := &memoryAllocator{limit: lim.MemoryBytes}
+	alloc := &memoryAllocator{limit: lim.MemoryBytes, image: e.image}
 	sb.tmp = memfs.New(int64(lim.TmpBytes))
 	sb.pkgs = &pkgFS{}
 	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, sb.tmp, sb.pkgs).
@@ -119,17 +119,16 @@ func (e *Engine) NewSandbox(ctx context.Context, limits Limits) (*Sandbox, error
 	return sb, nil
 }
 
-// restore copies the pre-initialised image into the fresh instance.
+// restore completes a fresh instance: its memory already maps the image
+// (see memoryAllocator), so what is left is the image's size and the one
+// mutable global the image does not hold.
 func (sb *Sandbox) restore() error {
 	mem := sb.mod.Memory()
-	image := sb.eng.image
-	if cur := mem.Size(); uint64(cur) < uint64(len(image)) {
-		if _, ok := mem.Grow(uint32((uint64(len(image)) - uint64(cur)) / 65536)); !ok {
-			return fmt.Errorf("sandbox: growing memory to the %d-byte image", len(image))
+	size := uint64(sb.eng.image.size)
+	if cur := uint64(mem.Size()); cur < size {
+		if _, ok := mem.Grow(uint32((size - cur) / 65536)); !ok {
+			return fmt.Errorf("sandbox: growing memory to the %d-byte image", size)
 		}
-	}
-	if !mem.Write(0, image) {
-		return errors.New("sandbox: writing the memory image")
 	}
 	g, ok := sb.mod.ExportedGlobal(stackPointer).(api.MutableGlobal)
 	if !ok {

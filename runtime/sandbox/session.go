@@ -103,12 +103,8 @@ func (sb *Sandbox) Reset(ctx context.Context) error {
 	if sb.closed {
 		return ErrSandboxClosed
 	}
-	// Memory beyond the image keeps earlier data; zero it so that a reset
-	// sandbox is indistinguishable from a new one.
-	mem := sb.mod.Memory()
-	if size := mem.Size(); size > uint32(len(sb.eng.image)) {
-		buf, _ := mem.Read(uint32(len(sb.eng.image)), size-uint32(len(sb.eng.image)))
-		clear(buf)
+	if err := sb.mem.reset(); err != nil {
+		return err
 	}
 	return sb.restore()
 }
