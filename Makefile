@@ -25,23 +25,31 @@ GUEST_PY  := $(wildcard runtime/guest/*.py)
 ## runtime: build the CPython wasm module and the stdlib archive (cached)
 runtime: $(WASM) $(STDLIB)
 
+# flock: concurrent builds (two checkouts, parallel test runs) share the cache.
 $(CPY_DIR)/.done: runtime/build/build-cpython.sh
-	@echo "==> building CPython for wasm32-wasi into $(CPY_DIR) (first time: a few minutes)"
-	@rm -rf $(CPY_DIR).tmp
-	ERYX_BUILD_WORK=$(CACHE_DIR)/work-$(CPY_KEY) runtime/build/build-cpython.sh $(CPY_DIR).tmp
-	@rm -rf $(CPY_DIR) && mv $(CPY_DIR).tmp $(CPY_DIR) && rm -rf $(CACHE_DIR)/work-$(CPY_KEY)
-	@touch $@
+	@mkdir -p $(CACHE_DIR)
+	@flock $(CACHE_DIR)/.cpython.lock $(MAKE) --no-print-directory cpython-locked
+
+.PHONY: cpython-locked
+cpython-locked:
+	@if [ ! -f $(CPY_DIR)/.done ]; then \
+	  echo "==> building CPython for wasm32-wasi into $(CPY_DIR) (first time: about two minutes)"; \
+	  rm -rf $(CPY_DIR).tmp $(CACHE_DIR)/work-$(CPY_KEY); \
+	  ERYX_BUILD_WORK=$(CACHE_DIR)/work-$(CPY_KEY) runtime/build/build-cpython.sh $(CPY_DIR).tmp && \
+	  rm -rf $(CPY_DIR) && mv $(CPY_DIR).tmp $(CPY_DIR) && rm -rf $(CACHE_DIR)/work-$(CPY_KEY) && \
+	  touch $(CPY_DIR)/.done; \
+	fi
 
 $(WASM): $(CPY_DIR)/.done runtime/guest/eryx.c runtime/build/link.sh
 	@echo "==> linking $@"
 	runtime/build/link.sh $(CPY_DIR) $@
 
 $(PYLIB_DIR)/.done: runtime/build/fetch-pylibs.sh
-	@echo "==> fetching pure-Python libraries into $(PYLIB_DIR)"
-	@rm -rf $(PYLIB_DIR).tmp
-	runtime/build/fetch-pylibs.sh $(PYLIB_DIR).tmp
-	@rm -rf $(PYLIB_DIR) && mv $(PYLIB_DIR).tmp $(PYLIB_DIR)
-	@touch $@
+	@mkdir -p $(CACHE_DIR)
+	@flock $(CACHE_DIR)/.pylibs.lock sh -c '[ -f $@ ] || { \
+	  echo "==> fetching pure-Python libraries into $(PYLIB_DIR)" && rm -rf $(PYLIB_DIR).tmp && \
+	  runtime/build/fetch-pylibs.sh $(PYLIB_DIR).tmp && rm -rf $(PYLIB_DIR) && \
+	  mv $(PYLIB_DIR).tmp $(PYLIB_DIR) && touch $@; }'
 
 $(STDLIB): $(CPY_DIR)/.done $(PYLIB_DIR)/.done $(GUEST_PY) runtime/build/pack-stdlib.py
 	@echo "==> packing the stdlib into $@"
@@ -68,6 +76,20 @@ lint: runtime
 ## bench: the benchmarks, as a table
 bench: runtime
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./runtime/...
+
+## chart-lint: helm lint and helm template of charts/eryx (Helm from the Go
+## module proxy), then the chart tests: strict decode into Kubernetes types
+HELM ?= $(GO) run helm.sh/helm/v3/cmd/helm@v3.22.0
+chart-lint:
+	$(HELM) lint --strict charts/eryx
+	$(HELM) lint --strict charts/eryx --set nats.enabled=true,nats.auth.mode=token,nats.auth.token=lint,serviceMonitor.enabled=true,networkPolicy.enabled=true
+	$(HELM) template eryx charts/eryx --namespace eryx --kube-version 1.31.0 >/dev/null
+	$(GO) test -count=1 -timeout 300s ./charts/...
+
+## demo: placeholder until the end-to-end demo lands
+demo:
+	@echo "demo: not written yet; meanwhile: make build && bin/eryx-worker & bin/eryx-submit -c 'print(1)'"
+	@exit 1
 
 ## clean: remove build outputs in the tree (the CPython cache stays)
 clean:

@@ -50,9 +50,11 @@ def main():
                 if name.endswith(".py") and name not in EXCLUDE_FILES:
                     path = os.path.join(root, name)
                     entries.append((path, os.path.relpath(path, tree)))
-    for name in sorted(os.listdir(guest)):
-        if name.endswith(".py"):
-            entries.append((os.path.join(guest, name), name))
+    # Guest files (e.g. the ssl shim) replace stdlib modules of the same name.
+    shadowed = {name for name in os.listdir(guest) if name.endswith(".py")}
+    entries = [(path, rel) for path, rel in entries if rel not in shadowed]
+    for name in sorted(shadowed):
+        entries.append((os.path.join(guest, name), name))
     tmp = out + ".tmp"
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
         for path, rel in entries:

@@ -596,11 +596,11 @@ def _execute(src, options, flags):
     for archive in reversed(options.get("packages") or []):
         if archive not in sys.path:
             sys.path.insert(0, archive)
-    if options.get("network"):
-        # The host gateway serves this execution's network access; the shims
-        # route socket and ssl through it (runtime/guest/_eryx_net.py).
-        import _eryx_net
-        _eryx_net.install(options["network"])
+    # The host gateway serves this execution's network access, if any; the
+    # shims route socket and ssl through it (runtime/guest/_eryx_net.py).
+    # Called every time: None turns networking off again in a session.
+    import _eryx_net
+    _eryx_net.install(options.get("network"))
     _state["trace"] = bool(options.get("trace"))
     try:
         compiled = compile(code, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)

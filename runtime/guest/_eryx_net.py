@@ -1,9 +1,11 @@
 """Network shims of the eryx sandbox: sockets that live on the host.
 
-WASI gives the interpreter no sockets. When an execution has network
-options, _eryx calls install(), which gives the socket module a socket
-class, create_connection, getaddrinfo and friends that forward to the
-host's network gateway (netgate, in Go) through host calls. The host
+WASI gives the interpreter no sockets. This module gives the socket module
+a socket class, create_connection, getaddrinfo and friends that forward to
+the host's network gateway (netgate, in Go) through host calls. It patches
+socket when first imported (ssl imports it, and asyncio imports ssl, so
+that happens while the interpreter image is built), with networking off;
+before each execution with network options, _eryx calls install(). The host
 enforces the operator's policy: which hosts and ports, which address
 ranges, how many connections and bytes. This module only translates
 between Python's socket API and the gateway's operations, and raises the
@@ -63,7 +65,8 @@ _MISSING_CONSTANTS = {
 
 _state = {
     "installed": False,  # the socket module is patched
-    "enabled": False,  # this execution has a gateway whose policy allows some host
+    "gateway": False,  # a gateway serves this execution (install() got options)
+    "enabled": False,  # ... and its policy allows some host
     "reason": "networking is off for this execution (no network gateway)",
     "generation": 0,  # bumped per execution: older sockets are stale
     "max_chunk": 64 << 10,
@@ -143,6 +146,8 @@ def _translate(err, host):
 
 def _call(op, doc, host):
     """Runs one gateway operation; raises the matching Python exception."""
+    if not _state["gateway"] and op not in ("net.close", "net.shutdown"):
+        raise refuse_locally(host, _state["reason"])
     try:
         return _eryx.host_call_sync(op, _dumps(doc, separators=(",", ":")).encode())
     except eryx.CallbackError as e:
@@ -624,22 +629,7 @@ _PATCHED = {
 }
 
 
-def install(options):
-    """Routes the socket module through the gateway for this execution.
-
-    Called by _eryx before every execution with network options (a dict
-    from netgate.Session.GuestOptions); idempotent. install(None) turns
-    networking off again for an execution without a gateway."""
-    _state["generation"] += 1  # sockets of earlier executions are stale
-    if not isinstance(options, dict):
-        _state["enabled"] = False
-        _state["reason"] = "networking is off for this execution (no network gateway)"
-        return
-    _state["enabled"] = bool(options.get("enabled", True))
-    _state["reason"] = "networking is disabled for this execution (no host is allowed)"
-    chunk = options.get("max_chunk")
-    if isinstance(chunk, int) and 0 < chunk <= (1 << 20):
-        _state["max_chunk"] = chunk
+def _patch():
     if _state["installed"]:
         return
     for name, value in _PATCHED.items():
@@ -649,3 +639,31 @@ def install(options):
         if not hasattr(_sock, name):
             setattr(_sock, name, value)
     _state["installed"] = True
+
+
+def install(options):
+    """Configures the shims for this execution.
+
+    _eryx calls it before an execution with network options (a dict from
+    netgate.Session.GuestOptions); it is idempotent. install(None) marks
+    an execution without a gateway: connecting then raises
+    NetworkPolicyError saying networking is off."""
+    _state["generation"] += 1  # sockets of earlier executions are stale
+    if isinstance(options, dict):
+        _state["gateway"] = True
+        _state["enabled"] = bool(options.get("enabled", True))
+        _state["reason"] = "networking is disabled for this execution (no host is allowed)"
+        chunk = options.get("max_chunk")
+        if isinstance(chunk, int) and 0 < chunk <= (1 << 20):
+            _state["max_chunk"] = chunk
+    else:
+        _state["gateway"] = _state["enabled"] = False
+        _state["reason"] = "networking is off for this execution (no network gateway)"
+    _patch()
+
+
+# The shims are in place from the start (asyncio imports ssl, which imports
+# this module, while the interpreter image is built), with networking off
+# until install() says otherwise: code without a gateway gets a clear
+# refusal instead of WASI's bare "not supported".
+_patch()

@@ -29,3 +29,12 @@ class CallbackLimitError(CallbackError):
 
 class ServiceUnavailable(CallbackError, ConnectionError):
     """No service is running for the callback."""
+
+
+def __getattr__(name):
+    # The network errors live with the socket shims, which import this
+    # module: resolve them lazily to avoid an import cycle.
+    if name in ("NetworkPolicyError", "NetworkLimitError"):
+        import _eryx_net
+        return getattr(_eryx_net, name)
+    raise AttributeError(f"module 'eryx' has no attribute {name!r}")

@@ -472,6 +472,9 @@ class SSLSocket(_eryx_net.GatedSocket):
     def _create(cls, sock, context, server_hostname, do_handshake_on_connect, suppress_ragged_eofs):
         self = cls.__new__(cls)
         self._adopt(sock)
+        # Plaintext read ahead before the upgrade must never pass for data
+        # that came over TLS (the STARTTLS injection bug): drop it.
+        self._rbuf, self._rpos, self._eof = b"", 0, False
         self._context = context
         self.server_hostname = server_hostname
         self.server_side = False

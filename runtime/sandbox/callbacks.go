@@ -146,7 +146,8 @@ type HostHandler interface {
 
 // TraceEvent is one event of an execution's trace (ExecOptions.OnTrace).
 type TraceEvent struct {
-	// Kind is line, call, return, exception, callback_start or callback_end.
+	// Kind is line, call, return, exception, callback_start, callback_end,
+	// or network_refused (Callback is then the host, Error the reason).
 	Kind string `json:"kind"`
 	// Line is the line in the user's code.
 	Line int `json:"line"`

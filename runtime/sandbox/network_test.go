@@ -6,11 +6,14 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"io/fs"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,16 +59,19 @@ func startServers(t *testing.T) *netServers {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello from %s", r.Host)
+		_, _ = fmt.Fprintf(w, "hello from %s", r.Host)
 	})
 	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(strings.Repeat("x", 10000)))
 	})
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%d bytes", len(b))
+		_, _ = fmt.Fprintf(w, "%d bytes", len(b))
 	})
-	s := &netServers{http: httptest.NewServer(mux), https: httptest.NewTLSServer(mux)}
+	s := &netServers{http: httptest.NewServer(mux), https: httptest.NewUnstartedServer(mux)}
+	// Refused handshakes are the point of some tests: keep them out of the log.
+	s.https.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.https.StartTLS()
 	t.Cleanup(s.http.Close)
 	t.Cleanup(s.https.Close)
 	s.httpPort, s.httpsPort = serverPort(t, s.http), serverPort(t, s.https)
@@ -112,7 +118,7 @@ type refusals struct {
 func (r *refusals) add(reason, host string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.reasons = append(r.reasons, host+": "+reason)
+	r.reasons = append(r.reasons, reason)
 }
 
 func (r *refusals) list() []string {
@@ -256,6 +262,7 @@ func TestNetworkRefusals(t *testing.T) {
 		code   string
 		want   string
 	}{
+		// OnRefusal's kind is checked below from the message.
 		{"off by default", netgate.Policy{},
 			"urllib.request.urlopen('http://api.test:{HTTP}/hello')",
 			"URLError: <urlopen error eryx network policy: networking is disabled for this execution (no host is allowed)>"},
@@ -269,7 +276,7 @@ func TestNetworkRefusals(t *testing.T) {
 			"socket.create_connection(('::ffff:127.0.0.1', {HTTP}))",
 			"IPv4-mapped 127.0.0.1, loopback"},
 		{"cloud metadata", noLoopback,
-			"socket.create_connection(('169.254.169.254', 80))",
+			"socket.create_connection(('169.254.169.254', {HTTP}))",
 			"169.254.169.254 (link-local)"},
 		{"name not allowed", dev,
 			"urllib.request.urlopen('http://other.test:{HTTP}/hello')",
@@ -302,8 +309,15 @@ func TestNetworkRefusals(t *testing.T) {
 			if got := fmt.Sprint(out["mro"]); got != "[NetworkPolicyError PermissionError OSError]" {
 				t.Errorf("NetworkPolicyError MRO %s", got)
 			}
-			if n := len(rec.list()); n != 1 {
-				t.Errorf("OnRefusal called %d times (%q), want once", n, rec.list())
+			kind := netgate.KindNotAllowed
+			switch {
+			case strings.Contains(tt.want, "disabled"):
+				kind = netgate.KindDisabled
+			case strings.Contains(tt.want, "loopback") || strings.Contains(tt.want, "link-local"):
+				kind = netgate.KindBlockedAddress
+			}
+			if got := rec.list(); len(got) != 1 || got[0] != kind {
+				t.Errorf("OnRefusal kinds %q, want [%s]", got, kind)
 			}
 		})
 	}
@@ -331,7 +345,7 @@ result = {
 	if got := fmt.Sprint(out["context"]); got != "NetworkPolicyError: eryx network policy: networking is off for this execution (no network gateway), so TLS is unavailable" {
 		t.Errorf("context: %s", got)
 	}
-	if got := fmt.Sprint(out["connect"]); !strings.HasPrefix(got, "OSError") && !strings.HasPrefix(got, "AttributeError") {
+	if got := fmt.Sprint(out["connect"]); got != "NetworkPolicyError: eryx network policy: networking is off for this execution (no network gateway)" {
 		t.Errorf("connect without a gateway: %s", got)
 	}
 }
@@ -341,25 +355,32 @@ func TestNetworkNoOtherSockets(t *testing.T) {
 	t.Parallel()
 	s := startServers(t)
 	gw := newGateway(t, s.devPolicy(), nil)
-	code := pyCatch + `
+	code := `
 import _socket, socket, _eryx_net
+def oserror(fn):
+    try:
+        fn()
+    except OSError as e:
+        return type(e).__name__
+    return "no error"
 result = {
-    "raw _socket": catch(lambda: _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)),
-    "original class": catch(lambda: _eryx_net._originals["socket"]()),
-    "from fd": catch(lambda: socket.socket(fileno=3)),
-    "udp": catch(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)),
-    "bind": catch(lambda: socket.socket().bind(("0.0.0.0", 8080))),
-    "listen": catch(lambda: socket.socket().listen()),
-    "other family": catch(lambda: socket.socket(99)),
+    "raw _socket": oserror(lambda: _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)),
+    "original class": oserror(lambda: _eryx_net._originals["socket"]()),
+    "from fd": oserror(lambda: socket.socket(fileno=3)),
+    "udp": oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)),
+    "bind": oserror(lambda: socket.socket().bind(("0.0.0.0", 8080))),
+    "listen": oserror(lambda: socket.socket().listen()),
+    "accept": oserror(lambda: socket.socket().accept()),
+    "other family": oserror(lambda: socket.socket(99)),
 }
 `
 	out := runNet(t, gw, netgate.Request{}, code)
 	for k, v := range out {
-		if got := fmt.Sprint(v); !strings.HasPrefix(got, "OSError") && !strings.HasPrefix(got, "AttributeError") {
-			t.Errorf("%s: %s, want an OSError", k, got)
+		if v == "no error" {
+			t.Errorf("%s: no OSError", k)
 		}
 	}
-	if len(out) != 7 {
+	if len(out) != 8 {
 		t.Errorf("results: %v", out)
 	}
 }
@@ -395,66 +416,74 @@ func TestNetworkLimits(t *testing.T) {
 			if got := fmt.Sprint(out["got"]); !strings.Contains(got, tt.want) {
 				t.Errorf("Python saw %q, want %q", got, tt.want)
 			}
-			if len(rec.list()) != 1 {
-				t.Errorf("refusals %q", rec.list())
+			if got := rec.list(); len(got) != 1 || got[0] != netgate.KindLimit {
+				t.Errorf("OnRefusal kinds %q, want [limit]", got)
 			}
 		})
 	}
 }
 
-// A response exactly as large as the receive cap still reads to its end.
-func TestNetworkReceiveCapIsExact(t *testing.T) {
-	t.Parallel()
-	s := startServers(t)
-	p := s.devPolicy()
-	p.MaxBytesIn = 10000 // /big's body, but the headers come first...
-	gw := newGateway(t, p, nil)
-	code := fmt.Sprintf(`
-import socket
-s = socket.create_connection(("api.test", %d))
-s.sendall(b"GET /big HTTP/1.0\r\n\r\n")
-n = 0
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    n += len(b)
-result = {"n": n}
-`, s.httpPort)
-	sess := gw.NewSession(netgate.Request{})
-	defer sess.Close()
-	res := run(t, code, sandbox.ExecOptions{Host: sess, Network: sess.GuestOptions()})
-	// ...so the read stops at the cap, with the limit error.
-	if res.Status != sandbox.StatusError || !strings.Contains(res.Error.Message, "receive limit reached") {
-		t.Fatalf("%s %+v", res.Status, res.Error)
-	}
-	if st := sess.Stats(); st.BytesIn != 10000 {
-		t.Errorf("BytesIn = %d, want exactly the cap", st.BytesIn)
-	}
-}
-
-func TestNetworkTimeouts(t *testing.T) {
-	t.Parallel()
-	// A server that accepts and then says nothing.
+// serveOnce starts a TCP server on 127.0.0.1 that runs fn on each
+// connection, and returns its port.
+func serveTCP(t *testing.T, fn func(net.Conn)) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ln.Close() })
-	var held sync.WaitGroup
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			held.Add(1)
-			go func() { defer held.Done(); _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
+			go func() { fn(c); _ = c.Close() }()
 		}
 	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// A stream exactly as long as the receive cap reads to its end; one byte
+// more is refused.
+func TestNetworkReceiveCapIsExact(t *testing.T) {
+	t.Parallel()
+	port := serveTCP(t, func(c net.Conn) { _, _ = c.Write([]byte(strings.Repeat("z", 5000))) })
+	code := fmt.Sprintf(`
+import socket
+s = socket.create_connection(("api.test", %d))
+n = 0
+while b := s.recv(1000):
+    n += len(b)
+result = {"n": n}
+`, port)
+	for _, tt := range []struct {
+		cap    int64
+		status sandbox.Status
+	}{{5000, sandbox.StatusOK}, {4999, sandbox.StatusError}} {
+		gw := newGateway(t, netgate.Policy{AllowHosts: []string{"api.test"}, AllowPorts: []int{port},
+			AllowLoopback: true, MaxBytesIn: tt.cap}, nil)
+		sess := gw.NewSession(netgate.Request{})
+		res := run(t, code, sandbox.ExecOptions{Host: sess, Network: sess.GuestOptions()})
+		sess.Close()
+		if res.Status != tt.status {
+			t.Fatalf("cap %d: %s %+v", tt.cap, res.Status, res.Error)
+		}
+		if tt.status == sandbox.StatusError && !strings.Contains(res.Error.Message, "receive limit reached") {
+			t.Errorf("cap %d: %+v", tt.cap, res.Error)
+		}
+		if st := sess.Stats(); st.BytesIn != tt.cap {
+			t.Errorf("cap %d: BytesIn = %d", tt.cap, st.BytesIn)
+		}
+	}
+}
+
+func TestNetworkTimeouts(t *testing.T) {
+	t.Parallel()
+	// A server that accepts and then says nothing.
+	port := serveTCP(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	gw := newGateway(t, netgate.Policy{AllowHosts: []string{"api.test"}, AllowPorts: []int{port},
-		AllowLoopback: true, IOTimeout: 300 * time.Millisecond}, nil)
+		AllowLoopback: true, IOTimeout: time.Second}, nil)
 	code := pyCatch + fmt.Sprintf(`
 import socket, time, urllib.request
 def timed(fn):
@@ -482,9 +511,9 @@ result["nonblocking"] = catch(lambda: s.recv(10))
 			t.Errorf("%s took %.2fs, want %.2f..%.2f", key, d, lo, hi)
 		}
 	}
-	check("policy", "TimeoutError: timed out (recv: nothing for 300ms)", 0.25, 2)
-	check("guest", "TimeoutError", 0.08, 0.29)
-	check("urllib", "timed out", 0.15, 2)
+	check("policy", "TimeoutError: timed out (recv: nothing for 1s)", 0.95, 3)
+	check("guest", "TimeoutError", 0.09, 0.9)
+	check("urllib", "timed out", 0.15, 0.9)
 	if out["is_timeout"] != true {
 		t.Errorf("socket.timeout is not TimeoutError")
 	}
@@ -673,7 +702,7 @@ func TestNetworkSocketsEndWithTheExecution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sb.Close(context.Background())
+	defer func() { _ = sb.Close(context.Background()) }()
 	exec := func(code string) *sandbox.Result {
 		sess := gw.NewSession(netgate.Request{})
 		defer sess.Close()
@@ -687,5 +716,49 @@ func TestNetworkSocketsEndWithTheExecution(t *testing.T) {
 	res := exec(pyCatch + "result = catch(lambda: kept.send(b'x'))")
 	if got := string(res.Value); !strings.Contains(got, "OSError") || !strings.Contains(got, "earlier execution") {
 		t.Errorf("stale socket: %s", got)
+	}
+}
+
+// A real third-party HTTP library, httplib2, from the machine's Debian
+// python3-httplib2 when it is installed: it resolves with getaddrinfo,
+// connects to the address, and loads its CA bundle from a file.
+func TestNetworkSystemHTTPLibrary(t *testing.T) {
+	t.Parallel()
+	const root = "/usr/lib/python3/dist-packages/"
+	files := fstest.MapFS{}
+	for _, pkg := range []string{"httplib2", "pyparsing"} {
+		err := fs.WalkDir(os.DirFS(root), pkg, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.Contains(p, "__pycache__") {
+				return err
+			}
+			b, err := os.ReadFile(root + p)
+			files[p] = &fstest.MapFile{Data: b}
+			return err
+		})
+		if err != nil {
+			t.Skipf("python3-httplib2 is not installed here: %v", err)
+		}
+	}
+	pkg, err := sandbox.PackageFromFS("httplib2", files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServers(t)
+	gw := newGateway(t, s.devPolicy(), nil)
+	code := fmt.Sprintf(`
+import httplib2
+with open("/tmp/ca.pem", "w") as f:
+    f.write(%q)
+h = httplib2.Http(ca_certs="/tmp/ca.pem", timeout=5)
+r, body = h.request("https://example.com:%d/hello")
+r2, body2 = h.request("http://api.test:%d/hello")
+result = {"https": [r.status, body.decode()], "http": [r2.status, body2.decode()]}
+`, string(s.caPEM), s.httpsPort, s.httpPort)
+	out := runNet(t, gw, netgate.Request{}, code, func(o *sandbox.ExecOptions) { o.Packages = []*sandbox.Package{pkg} })
+	if got := fmt.Sprint(out["https"]); got != fmt.Sprintf("[200 hello from example.com:%d]", s.httpsPort) {
+		t.Errorf("https via httplib2: %s", got)
+	}
+	if got := fmt.Sprint(out["http"]); got != fmt.Sprintf("[200 hello from api.test:%d]", s.httpPort) {
+		t.Errorf("http via httplib2: %s", got)
 	}
 }

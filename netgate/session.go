@@ -1,0 +1,246 @@
+package netgate
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/eryx-dev/eryx/runtime/sandbox"
+)
+
+var _ sandbox.HostHandler = (*Session)(nil)
+
+// Per-execution bounds that are not policy settings.
+const (
+	// maxResolves bounds the name lookups of one execution.
+	maxResolves = 1024
+	// maxRemembered bounds the resolved addresses a session remembers.
+	maxRemembered = 1024
+	// maxCAPools bounds the per-context trust stores a session caches.
+	maxCAPools = 8
+)
+
+// Session serves the network operations of one execution: it implements
+// sandbox.HostHandler. It is safe for concurrent use; everything it opened
+// is closed when the execution's context ends or Close is called.
+type Session struct {
+	g   *Gateway
+	pol *compiled
+
+	mu       sync.Mutex
+	closed   bool
+	conns    map[int]*conn
+	nextID   int
+	stats    Stats
+	resolves int
+	// resolved maps the addresses net.resolve returned (checked, for an
+	// allowed name) to that name, so that code which resolves first and
+	// connects to the address (the stdlib's create_connection) is judged
+	// by the name it resolved.
+	resolved  map[netip.Addr]string
+	caPools   map[[32]byte]*x509.CertPool
+	watchOnce sync.Once
+	stopWatch func() bool
+}
+
+// Stats are a session's counters.
+type Stats struct {
+	// Connections counts connection attempts that passed the policy.
+	Connections int
+	// Refusals counts refused operations (policy and limits).
+	Refusals int
+	// BytesIn and BytesOut count payload bytes received and sent.
+	BytesIn, BytesOut int64
+}
+
+// conn is one connection of the guest.
+type conn struct {
+	raw  net.Conn // the TCP connection
+	c    net.Conn // what I/O goes through: raw, or TLS over it
+	host target   // what the code connected to
+	port int
+	peer netip.AddrPort
+	tls  bool
+}
+
+func newSession(g *Gateway, pol *compiled) *Session {
+	return &Session{g: g, pol: pol, conns: make(map[int]*conn), resolved: make(map[netip.Addr]string),
+		caPools: make(map[[32]byte]*x509.CertPool)}
+}
+
+// Policy returns the session's effective policy.
+func (s *Session) Policy() Policy { return s.pol.WithDefaults() }
+
+// GuestOptions returns the shims' configuration, for ExecOptions.Network.
+func (s *Session) GuestOptions() json.RawMessage {
+	b, _ := json.Marshal(GuestOptions{Enabled: s.pol.Enabled(), MaxChunk: MaxChunk})
+	return b
+}
+
+// Stats returns the session's counters so far.
+func (s *Session) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Close closes every connection; later operations fail. It is idempotent.
+func (s *Session) Close() {
+	s.mu.Lock()
+	stop := s.stopWatch
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	s.closeAll()
+}
+
+func (s *Session) closeAll() {
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = make(map[int]*conn)
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.raw.Close()
+	}
+}
+
+// HostCall implements sandbox.HostHandler.
+func (s *Session) HostCall(ctx context.Context, op string, payload []byte) ([]byte, error) {
+	// The context ends with the execution: that is when everything goes.
+	s.watchOnce.Do(func() {
+		stop := context.AfterFunc(ctx, s.closeAll)
+		s.mu.Lock()
+		s.stopWatch = stop
+		s.mu.Unlock()
+	})
+	if len(payload) > maxPayload {
+		return nil, guestError(errInvalidInput, "network request of %d bytes exceeds the %d-byte limit", len(payload), maxPayload)
+	}
+	var reply any
+	var err error
+	switch op {
+	case OpResolve:
+		reply, err = s.opResolve(ctx, payload)
+	case OpConnect:
+		reply, err = s.opConnect(ctx, payload)
+	case OpStartTLS:
+		reply, err = s.opStartTLS(ctx, payload)
+	case OpSend:
+		reply, err = s.opSend(payload)
+	case OpRecv:
+		reply, err = s.opRecv(payload)
+	case OpShutdown:
+		reply, err = s.opShutdown(payload)
+	case OpClose:
+		reply, err = s.opClose(payload)
+	default:
+		return nil, guestError("NotImplementedError", "unknown network operation %q", op)
+	}
+	if err != nil {
+		return nil, s.toGuest(err)
+	}
+	return json.Marshal(reply)
+}
+
+// toGuest turns an operation's error into the typed error the shim raises,
+// reporting refusals on the way.
+func (s *Session) toGuest(err error) error {
+	var r *RefusalError
+	if errors.As(err, &r) {
+		s.mu.Lock()
+		s.stats.Refusals++
+		s.mu.Unlock()
+		if s.g.onRefusal != nil {
+			s.g.onRefusal(r.KindName(), r.Host)
+		}
+		typ := errPolicy
+		if errors.Is(r, ErrLimit) {
+			typ = errLimit
+		}
+		return guestError(typ, "%s", r.Error())
+	}
+	var ce *sandbox.CallbackError
+	if errors.As(err, &ce) {
+		return ce
+	}
+	return guestError(errNet, "%v", err)
+}
+
+// add registers a connection; a session closed meanwhile (the execution
+// ended while dialing) gets nothing.
+func (s *Session) add(c *conn) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = c.raw.Close()
+		return 0, guestError(errBadConn, "the execution's network session is closed")
+	}
+	s.nextID++
+	s.conns[s.nextID] = c
+	return s.nextID, nil
+}
+
+// get returns a snapshot of a connection: I/O uses the snapshot's net.Conn
+// (safe for concurrent use) without holding the session's lock.
+func (s *Session) get(id int) (conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.conns[id]
+	if !ok {
+		return conn{}, guestError(errBadConn, "connection %d is closed", id)
+	}
+	return *c, nil
+}
+
+// upgrade switches a connection's I/O to TLS, unless it changed meanwhile
+// (closed, or upgraded by a concurrent call, which is misuse: the
+// connection is then closed, since two handshakes garbled it).
+func (s *Session) upgrade(id int, from conn, tc net.Conn) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.conns[id]
+	if !ok || c.raw != from.raw || c.tls {
+		_ = from.raw.Close()
+		return guestError(errBadConn, "connection %d changed during the TLS handshake", id)
+	}
+	c.c, c.tls = tc, true
+	return nil
+}
+
+// remove forgets a connection and closes it. Connections are closed at
+// the TCP level, without a TLS close_notify, as CPython's close() does:
+// tls.Conn.Close could wait seconds for a peer that stopped reading.
+func (s *Session) remove(id int) {
+	s.mu.Lock()
+	c, ok := s.conns[id]
+	delete(s.conns, id)
+	s.mu.Unlock()
+	if ok {
+		_ = c.raw.Close()
+	}
+}
+
+// remember records addresses net.resolve returned for an allowed name.
+func (s *Session) remember(name string, addrs []netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range addrs {
+		if len(s.resolved) >= maxRemembered {
+			return
+		}
+		s.resolved[a.Unmap()] = name
+	}
+}
+
+func (s *Session) resolvedName(a netip.Addr) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.resolved[a.Unmap()]
+	return n, ok
+}
