@@ -18,7 +18,7 @@ func BenchmarkThroughput(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer p.Close(ctx)
+	defer func() { _ = p.Close(ctx) }()
 	time.Sleep(100 * time.Millisecond) // let it warm up
 	jobs := make(chan struct{})
 	var wg sync.WaitGroup

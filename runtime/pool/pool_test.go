@@ -91,7 +91,7 @@ func TestUnderLoadEveryJobGetsAFreshSandbox(t *testing.T) {
 			mu.Unlock()
 			res, err := sb.Execute(ctx, fmt.Sprintf("import builtins\nassert not hasattr(builtins, 'used_by'), builtins.used_by\nbuiltins.used_by = %d", i), sandbox.ExecOptions{})
 			if err != nil || res.Status != sandbox.StatusOK {
-				errs <- fmt.Errorf("job %d: %v %+v", i, err, res.Error)
+				errs <- fmt.Errorf("job %d: %w (result %+v)", i, err, res)
 			}
 		}(i)
 	}

@@ -129,7 +129,7 @@ func BenchmarkCPUBound(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer plain.Close(ctx)
+	defer func() { _ = plain.Close(ctx) }()
 	for _, w := range cpuWorkloads {
 		code := cpuCode(w.body)
 		for _, bc := range []struct {
@@ -191,7 +191,7 @@ func BenchmarkSessionIncrement(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer sb.Close(ctx)
+	defer func() { _ = sb.Close(ctx) }()
 	if _, err := sb.Execute(ctx, "x = 0", sandbox.ExecOptions{Session: true}); err != nil {
 		b.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func BenchmarkSnapshot1MiB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer sb.Close(ctx)
+	defer func() { _ = sb.Close(ctx) }()
 	if _, err := sb.Execute(ctx, "data = {'k%d' % i: 'v' * 100 for i in range(10000)}", sandbox.ExecOptions{Session: true}); err != nil {
 		b.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func BenchmarkSnapshot1MiB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer other.Close(ctx)
+	defer func() { _ = other.Close(ctx) }()
 	var snap, restore samples
 	size := 0
 	for i := 0; i < b.N; i++ {

@@ -102,7 +102,7 @@ func TestSoftStopKeepsSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sb.Close(ctx)
+	defer func() { _ = sb.Close(ctx) }()
 	if _, err := sb.Execute(ctx, "counter = 1", sandbox.ExecOptions{Session: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestHardStopClosesOnlyThatSandbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sb.Close(ctx)
+	defer func() { _ = sb.Close(ctx) }()
 	_, err = sb.Execute(ctx, "sum(range(10**15))", sandbox.ExecOptions{Limits: sandbox.Limits{Timeout: 100 * time.Millisecond}})
 	if !errors.Is(err, sandbox.ErrTimeout) {
 		t.Fatalf("err = %v", err)

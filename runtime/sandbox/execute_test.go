@@ -186,7 +186,7 @@ func TestSessionNamespacePersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sb.Close(ctx)
+	defer func() { _ = sb.Close(ctx) }()
 	steps := []struct{ code, stdout string }{
 		{"x = 41\ndef inc(v):\n    return v + 1", ""},
 		{"import math\nprint(inc(x))", "42\n"},
@@ -212,7 +212,7 @@ func TestBusySandbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sb.Close(ctx)
+	defer func() { _ = sb.Close(ctx) }()
 	running := make(chan struct{})
 	var once sync.Once
 	go func() {

@@ -61,7 +61,7 @@ func NewPackage(name string, archive []byte) (*Package, error) {
 		err = errors.New("not a wheel, zip or .tar.gz archive")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrBadPackage, name, err)
+		return nil, fmt.Errorf("%w %q: %w", ErrBadPackage, name, err)
 	}
 	return newPackage(name, files)
 }
@@ -87,7 +87,7 @@ func PackageFromFS(name string, fsys fs.FS) (*Package, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrBadPackage, name, err)
+		return nil, fmt.Errorf("%w %q: %w", ErrBadPackage, name, err)
 	}
 	return newPackage(name, files)
 }
@@ -168,7 +168,7 @@ func readZip(archive []byte) (map[string][]byte, error) {
 			return nil, err
 		}
 		b, err := io.ReadAll(io.LimitReader(rc, MaxPackageBytes+1))
-		rc.Close()
+		_ = rc.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f.Name, err)
 		}
@@ -187,7 +187,7 @@ func readTarGz(archive []byte) (map[string][]byte, error) {
 	total := 0
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

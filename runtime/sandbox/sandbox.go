@@ -102,7 +102,7 @@ func (e *Engine) NewSandbox(ctx context.Context, limits Limits) (*Sandbox, error
 	}
 	if alloc.err != nil || alloc.mem == nil {
 		_ = mod.Close(ctx)
-		return nil, fmt.Errorf("sandbox: reserving guest memory: %v", alloc.err)
+		return nil, fmt.Errorf("sandbox: reserving guest memory: %w", alloc.err)
 	}
 	sb.mod, sb.mem = mod, alloc.mem
 	if err := sb.restore(); err != nil {
@@ -350,7 +350,7 @@ func (sb *Sandbox) finish(ctx context.Context, st *execState, res *Result, callE
 		res.Status = StatusError
 		res.Error = &PythonError{Type: "RuntimeError",
 			Message: "eryx: the code broke the sandbox runtime's result reporting"}
-		return res, nil
+		return res, nil //nolint:nilerr // a user-caused outcome, reported in Result
 	}
 	res.Status = out.Status
 	res.Error = out.Error

@@ -75,7 +75,7 @@ func TestSnapshotRestoresInAnotherEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close(ctx)
+	defer func() { _ = other.Close(ctx) }()
 	b := newSandbox(t, other)
 	skipped, err := b.RestoreState(ctx, snap.Data)
 	if err != nil || len(skipped) != 0 {

@@ -72,7 +72,7 @@ func TestReaddir(t *testing.T) {
 		if errno != 0 {
 			t.Fatal(errno)
 		}
-		fl.Close()
+		_ = fl.Close()
 	}
 	d, errno := f.OpenFile(".", experimentalsys.O_RDONLY, 0)
 	if errno != 0 {

@@ -93,7 +93,7 @@ func TestLargeModule(t *testing.T) {
 	t.Logf("instrumented %d -> %d bytes in %v: %+v", len(wasm), len(out), time.Since(start), st)
 	ctx := context.Background()
 	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
-	defer r.Close(ctx)
+	defer func() { _ = r.Close(ctx) }()
 	if _, err := r.CompileModule(ctx, out); err != nil {
 		t.Fatal(err)
 	}

@@ -148,7 +148,7 @@ func TestTruncatedInput(t *testing.T) {
 	}
 	code := m.sections[m.index[secCode]]
 	r := wazero.NewRuntime(ctx)
-	defer r.Close(ctx)
+	defer func() { _ = r.Close(ctx) }()
 	validCuts := 0
 	for n := range len(full) {
 		out, err := Instrument(full[:n], testOptions(true))

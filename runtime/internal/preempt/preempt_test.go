@@ -447,7 +447,7 @@ func newTestRuntime(t *testing.T, cfg wazero.RuntimeConfig, hook func(context.Co
 		cfg = wazero.NewRuntimeConfig()
 	}
 	r := wazero.NewRuntimeWithConfig(ctx, cfg)
-	t.Cleanup(func() { r.Close(ctx) })
+	t.Cleanup(func() { _ = r.Close(ctx) })
 	_, err := r.NewHostModuleBuilder("eryx").NewFunctionBuilder().WithFunc(hook).Export("preempt").Instantiate(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -792,8 +792,8 @@ func expectInterrupt(t *testing.T, mod api.Module, h *stopHook, fn string, args 
 		t.Logf("%s called the hook %d times in 100ms, stopped %v after Stop", fn, calls, time.Since(start))
 	case <-time.After(time.Second):
 		cancel()
-		<-done
-		t.Fatalf("%s still running a second after Stop", fn)
+		err := <-done
+		t.Fatalf("%s still running a second after Stop (then ended with %v)", fn, err)
 	}
 }
 
