@@ -436,6 +436,20 @@ def _is_runtime_object(value):
         or value is list_callbacks
 
 
+def _pickle_value(value, dill):
+    """Pickles one variable. Plain data goes through the C pickler (dill's is
+    pure Python, ~20x slower); anything that refers to __main__ (functions,
+    classes and instances defined by the user) needs dill, which pickles
+    those by value so they load in a sandbox that never ran their code."""
+    try:
+        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        if b"__main__" not in blob:
+            return blob
+    except Exception:  # noqa: BLE001 - fall back to dill, which handles more
+        pass
+    return dill.dumps(value, recurse=True)
+
+
 def _snapshot(max_bytes):
     """Serialises the user's session globals. Each variable is pickled on its
     own so that one that cannot be (a generator, an open file, a lock...) is
@@ -452,7 +466,7 @@ def _snapshot(max_bytes):
             modules[name] = value.__name__
             continue
         try:
-            blob = dill.dumps(value, recurse=True)
+            blob = _pickle_value(value, dill)
         except Exception as e:  # noqa: BLE001 - any failure means "not serialisable"
             skipped.append({"name": name, "reason": f"{type(e).__name__}: {e}"[:300]})
             continue
@@ -483,7 +497,8 @@ def _restore(data):
             skipped.append({"name": name, "reason": f"import {module}: {type(e).__name__}: {e}"[:300]})
     for name, blob in snap["vars"].items():
         try:
-            namespace[name] = dill.loads(blob)
+            # The C unpickler loads dill's pickles too (dill is importable).
+            namespace[name] = pickle.loads(blob)
         except Exception as e:  # noqa: BLE001
             skipped.append({"name": name, "reason": f"{type(e).__name__}: {e}"[:300]})
     _state["namespace"] = namespace

@@ -214,7 +214,7 @@ func BenchmarkSnapshot1MiB(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer func() { _ = sb.Close(ctx) }()
-	if _, err := sb.Execute(ctx, "data = {'k%d' % i: 'v' * 100 for i in range(10000)}", sandbox.ExecOptions{Session: true}); err != nil {
+	if _, err := sb.Execute(ctx, "data = {'k%d' % i: ('v%d' % i) * 12 for i in range(14000)}\nclass Rec:\n    def __init__(self, i):\n        self.i = i\nrecs = [Rec(i) for i in range(1000)]\ndef f(x):\n    return x + 1", sandbox.ExecOptions{Session: true}); err != nil {
 		b.Fatal(err)
 	}
 	other, err := engine.NewSandbox(ctx, sandbox.Limits{})
