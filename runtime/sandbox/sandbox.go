@@ -291,6 +291,8 @@ func (sb *Sandbox) watchdog(ctx context.Context, st *execState, timeout time.Dur
 		st.cause = ctx.Err()
 	}
 	close(st.interrupt)
+	// In-flight host calls are abandoned: their replies could not be used.
+	st.calls.cancel()
 	sb.preemptNow(st, phaseSoft)
 	grace := time.NewTimer(softGrace)
 	defer grace.Stop()
