@@ -26,7 +26,7 @@ GUEST_PY  := $(wildcard runtime/guest/*.py)
 runtime: $(WASM) $(STDLIB)
 
 # flock: concurrent builds (two checkouts, parallel test runs) share the cache.
-$(CPY_DIR)/.done: runtime/build/build-cpython.sh
+$(CPY_DIR)/.done: runtime/build/build-cpython.sh | deps
 	@mkdir -p $(CACHE_DIR)
 	@flock $(CACHE_DIR)/.cpython.lock $(MAKE) --no-print-directory cpython-locked
 
@@ -86,10 +86,9 @@ chart-lint:
 	$(HELM) template eryx charts/eryx --namespace eryx --kube-version 1.31.0 >/dev/null
 	$(GO) test -count=1 -timeout 300s ./charts/...
 
-## demo: placeholder until the end-to-end demo lands
-demo:
-	@echo "demo: not written yet; meanwhile: make build && bin/eryx-worker & bin/eryx-submit -c 'print(1)'"
-	@exit 1
+## demo: the README's first command: a worker on embedded NATS runs the demo jobs
+demo: build
+	scripts/demo.sh
 
 ## clean: remove build outputs in the tree (the CPython cache stays)
 clean:

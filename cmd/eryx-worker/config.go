@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/eryx-dev/eryx/jobs"
+)
+
+// Config is the worker's configuration, read from ERYX_* variables.
+// `eryx-worker --help` prints this table with the defaults.
+type Config struct {
+	NATSURL        string        `envconfig:"NATS_URL" desc:"NATS server URL(s), comma-separated; empty starts an embedded server"`
+	NATSCreds      string        `envconfig:"NATS_CREDS" desc:"NATS credentials file (with ERYX_NATS_URL)"`
+	EmbeddedListen string        `envconfig:"EMBEDDED_LISTEN" default:"127.0.0.1:4222" desc:"host:port of the embedded NATS server"`
+	DataDir        string        `envconfig:"DATA_DIR" default:"eryx-data" desc:"JetStream storage of the embedded server"`
+	Queue          string        `envconfig:"QUEUE" default:"default" desc:"queue to serve (jobs on <prefix>.jobs.<queue>)"`
+	SubjectPrefix  string        `envconfig:"SUBJECT_PREFIX" default:"eryx" desc:"first token(s) of every subject; streams are named after it"`
+	WorkerID       string        `envconfig:"WORKER_ID" desc:"name in results and logs (default: hostname-pid)"`
+	PoolSize       int           `envconfig:"POOL_SIZE" default:"4" desc:"jobs run at once, each in a fresh sandbox"`
+	PoolMinIdle    int           `envconfig:"POOL_MIN_IDLE" default:"2" desc:"sandboxes kept ready ahead of jobs"`
+	ExecTimeout    time.Duration `envconfig:"EXEC_TIMEOUT" default:"30s" desc:"default and maximum run time of a job"`
+	MemoryLimit    ByteSize      `envconfig:"MEMORY_LIMIT" default:"128MiB" desc:"default and maximum memory of a job"`
+	OutputLimit    ByteSize      `envconfig:"OUTPUT_LIMIT" default:"1MiB" desc:"stdout+stderr kept per job; the rest is dropped"`
+	MaxJobBytes    ByteSize      `envconfig:"MAX_JOB_BYTES" default:"1MiB" desc:"largest job message (capped by the server's max_payload)"`
+	MaxCodeBytes   ByteSize      `envconfig:"MAX_CODE_BYTES" default:"1MiB" desc:"largest code of a job"`
+	AckWait        time.Duration `envconfig:"ACK_WAIT" default:"30s" desc:"silence after which a job is given to another worker"`
+	MaxDeliver     int           `envconfig:"MAX_DELIVER" default:"3" desc:"deliveries of a job before it goes to the dead-letter stream"`
+	DrainTimeout   time.Duration `envconfig:"DRAIN_TIMEOUT" default:"30s" desc:"on SIGTERM, time for running jobs to finish before they are requeued"`
+	DedupWindow    time.Duration `envconfig:"DEDUP_WINDOW" default:"10m" desc:"jobs stream duplicate window (Nats-Msg-Id = job id)"`
+	EventsMaxAge   time.Duration `envconfig:"EVENTS_MAX_AGE" default:"1h" desc:"how long job events and results can be replayed"`
+	Replicas       int           `envconfig:"REPLICAS" default:"1" desc:"replicas of the streams the worker creates"`
+	SessionCache   int           `envconfig:"SESSION_CACHE" default:"16" desc:"sessions kept warm in memory"`
+	SessionIdle    time.Duration `envconfig:"SESSION_IDLE" default:"10m" desc:"idle time after which a warm session leaves memory"`
+	SessionTTL     time.Duration `envconfig:"SESSION_TTL" default:"24h" desc:"lifetime of a session in KV after its last job"`
+	SnapshotLimit  ByteSize      `envconfig:"SNAPSHOT_LIMIT" default:"10MiB" desc:"largest session snapshot"`
+	Callbacks      bool          `envconfig:"CALLBACKS" default:"true" desc:"discover callback services ($SRV) and offer them to jobs"`
+	// The network policy is read by netgate.PolicyFromEnv; these fields
+	// exist so that --help lists the variables (docs/network.md).
+	NetAllowHosts     string `envconfig:"NET_ALLOW_HOSTS" desc:"hosts jobs may connect to (host, *.domain, *, with :port); empty: no network"`
+	NetAllowPorts     string `envconfig:"NET_ALLOW_PORTS" desc:"ports of host entries without one (default 80,443)"`
+	NetMaxConnections string `envconfig:"NET_MAX_CONNECTIONS" desc:"connections per job (default 32)"`
+	NetConnectTimeout string `envconfig:"NET_CONNECT_TIMEOUT" desc:"resolve+connect+TLS bound (default 10s)"`
+	NetIOTimeout      string `envconfig:"NET_IO_TIMEOUT" desc:"bound of each send and receive (default 30s)"`
+	NetMaxBytesIn     string `envconfig:"NET_MAX_BYTES_IN" desc:"bytes a job may receive (default 64MiB)"`
+	NetMaxBytesOut    string `envconfig:"NET_MAX_BYTES_OUT" desc:"bytes a job may send (default 16MiB)"`
+	NetAllowLoopback  string `envconfig:"NET_ALLOW_LOOPBACK" desc:"allow 127.0.0.0/8 and ::1 (development only; default false)"`
+	NetAllowPrivate   string `envconfig:"NET_ALLOW_PRIVATE" desc:"allow private address ranges (default false)"`
+	NetExtraCAFile    string `envconfig:"NET_EXTRA_CA_FILE" desc:"PEM file of CAs trusted besides the system's"`
+	MetricsListen     string `envconfig:"METRICS_LISTEN" desc:"address of /metrics, /livez and /readyz (e.g. :9090); empty: off"`
+	CacheDir          string `envconfig:"CACHE_DIR" desc:"compiled runtime cache (default: the user cache dir)"`
+	LogLevel          string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat         string `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
+}
+
+// validate checks what envconfig cannot.
+func (c *Config) validate() error {
+	switch {
+	case c.PoolSize < 1:
+		return fmt.Errorf("ERYX_POOL_SIZE must be at least 1, not %d", c.PoolSize)
+	case c.ExecTimeout <= 0:
+		return fmt.Errorf("ERYX_EXEC_TIMEOUT must be positive, not %v", c.ExecTimeout)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("ERYX_ACK_WAIT must be at least 1s, not %v", c.AckWait)
+	case c.MaxDeliver < 1:
+		return fmt.Errorf("ERYX_MAX_DELIVER must be at least 1, not %d", c.MaxDeliver)
+	case c.LogFormat != "text" && c.LogFormat != "json":
+		return fmt.Errorf("ERYX_LOG_FORMAT must be text or json, not %q", c.LogFormat)
+	}
+	if _, err := jobs.NewSubjects(c.SubjectPrefix); err != nil {
+		return fmt.Errorf("ERYX_SUBJECT_PREFIX: %w", err)
+	}
+	if !jobs.ValidToken(c.Queue) {
+		return fmt.Errorf("ERYX_QUEUE %q must be letters, digits, '-', '_' or '='", c.Queue)
+	}
+	if c.WorkerID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "worker"
+		}
+		c.WorkerID = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	return nil
+}
+
+// ByteSize is a size in bytes written as 134217728, 128MiB, 128M or 1.5GB
+// (binary multiples throughout: K, KB and KiB are all 1024).
+type ByteSize uint64
+
+// Decode implements envconfig.Decoder.
+func (b *ByteSize) Decode(s string) error {
+	n, err := parseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b = ByteSize(n)
+	return nil
+}
+
+func (b ByteSize) String() string {
+	for _, u := range []struct {
+		suffix string
+		size   uint64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if uint64(b) >= u.size && uint64(b)%u.size == 0 {
+			return strconv.FormatUint(uint64(b)/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(uint64(b), 10)
+}
+
+func parseByteSize(s string) (uint64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := uint64(1)
+	for _, u := range []struct {
+		suffix string
+		size   uint64
+	}{
+		{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10},
+		{"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
+		{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1},
+	} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.size
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f < 0 || f*float64(mult) > float64(1<<62) {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 134217728, 128MiB, 1.5G)", s)
+	}
+	return uint64(f * float64(mult)), nil
+}

@@ -1,0 +1,163 @@
+package jobs
+
+import (
+	"fmt"
+	"strings"
+)
+
+// DefaultPrefix is the first token of every eryx subject.
+const DefaultPrefix = "eryx"
+
+// DefaultQueue is the queue jobs go to when none is named.
+const DefaultQueue = "default"
+
+// Subjects builds the platform's subjects and stream names under a prefix,
+// so that several deployments can share one NATS account. The zero value
+// uses DefaultPrefix.
+type Subjects struct {
+	Prefix string
+}
+
+// NewSubjects validates prefix (one or more dot-separated tokens).
+func NewSubjects(prefix string) (Subjects, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	for _, tok := range strings.Split(prefix, ".") {
+		if !ValidToken(tok) {
+			return Subjects{}, fmt.Errorf("jobs: invalid subject prefix %q", prefix)
+		}
+	}
+	return Subjects{Prefix: prefix}, nil
+}
+
+func (s Subjects) prefix() string {
+	if s.Prefix == "" {
+		return DefaultPrefix
+	}
+	return s.Prefix
+}
+
+// Jobs is the subject jobs of queue are published on: <prefix>.jobs.<queue>.
+func (s Subjects) Jobs(queue string) string {
+	if queue == "" {
+		queue = DefaultQueue
+	}
+	return s.prefix() + ".jobs." + queue
+}
+
+// AllJobs matches every queue's jobs (the jobs stream's subject).
+func (s Subjects) AllJobs() string { return s.prefix() + ".jobs.*" }
+
+// Event is the subject of one kind of event of job id:
+// <prefix>.job.<id>.<kind>.
+func (s Subjects) Event(id string, kind EventKind) string {
+	return s.prefix() + ".job." + id + "." + string(kind)
+}
+
+// JobEvents matches every event of job id.
+func (s Subjects) JobEvents(id string) string { return s.prefix() + ".job." + id + ".*" }
+
+// AllEvents matches every job's events (the events stream's subject).
+func (s Subjects) AllEvents() string { return s.prefix() + ".job.*.*" }
+
+// Cancel is the subject that cancels job id: <prefix>.control.cancel.<id>.
+func (s Subjects) Cancel(id string) string { return s.prefix() + ".control.cancel." + id }
+
+// AllCancels matches every cancel message.
+func (s Subjects) AllCancels() string { return s.prefix() + ".control.cancel.*" }
+
+// DeadLetter is the subject dead-lettered jobs of queue are copied to.
+func (s Subjects) DeadLetter(queue string) string { return s.prefix() + ".dlq." + queue }
+
+// AllDeadLetters matches every queue's dead letters.
+func (s Subjects) AllDeadLetters() string { return s.prefix() + ".dlq.*" }
+
+// streamName derives a stream or bucket name from the prefix, so that the
+// default prefix gives ERYX_JOBS and "acme.eryx" gives ACME_ERYX_JOBS.
+func (s Subjects) streamName(suffix string) string {
+	up := strings.ToUpper(strings.ReplaceAll(s.prefix(), ".", "_"))
+	return up + "_" + suffix
+}
+
+// JobsStream is the work-queue stream of jobs (ERYX_JOBS).
+func (s Subjects) JobsStream() string { return s.streamName("JOBS") }
+
+// EventsStream keeps every job's events for a bounded time (ERYX_EVENTS).
+func (s Subjects) EventsStream() string { return s.streamName("EVENTS") }
+
+// ControlStream keeps cancel messages, so that a job cancelled while
+// queued is known to whichever worker fetches it (ERYX_CONTROL).
+func (s Subjects) ControlStream() string { return s.streamName("CONTROL") }
+
+// DeadLetterStream keeps jobs that exhausted their deliveries (ERYX_DLQ).
+func (s Subjects) DeadLetterStream() string { return s.streamName("DLQ") }
+
+// PackagesBucket is the object store of packages jobs import (ERYX_PACKAGES).
+func (s Subjects) PackagesBucket() string { return s.streamName("PACKAGES") }
+
+// SessionsBucket is the KV bucket of session snapshots (ERYX_SESSIONS).
+func (s Subjects) SessionsBucket() string { return s.streamName("SESSIONS") }
+
+// SessionBlobsBucket holds session snapshots too large for a KV value
+// (ERYX_SESSION_BLOBS).
+func (s Subjects) SessionBlobsBucket() string { return s.streamName("SESSION_BLOBS") }
+
+// ConsumerName is the durable consumer every worker of queue shares.
+func (s Subjects) ConsumerName(queue string) string {
+	if queue == "" {
+		queue = DefaultQueue
+	}
+	return "workers-" + queue
+}
+
+// MaxDeliveriesAdvisory is the subject on which the server announces that a
+// job of stream/consumer exhausted its deliveries.
+func MaxDeliveriesAdvisory(stream, consumer string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
+}
+
+// maxIDLen bounds ids and queue names: they end up in subjects, headers
+// and KV keys.
+const maxIDLen = 128
+
+// ValidToken reports whether s can be used as one subject token: job ids,
+// session ids, queue names. It allows letters, digits, '-', '_' and '='
+// (so base64url and UUIDs fit), which are also valid KV keys and stream
+// name characters.
+func ValidToken(s string) bool {
+	if s == "" || len(s) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-' || c == '_' || c == '=':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// lastToken returns the last token of a subject.
+func lastToken(subject string) string {
+	if i := strings.LastIndexByte(subject, '.'); i >= 0 {
+		return subject[i+1:]
+	}
+	return subject
+}
+
+// ParseEvent splits an event subject into its job id and kind.
+func (s Subjects) ParseEvent(subject string) (id string, kind EventKind, ok bool) {
+	rest, found := strings.CutPrefix(subject, s.prefix()+".job.")
+	if !found {
+		return "", "", false
+	}
+	id, k, found := strings.Cut(rest, ".")
+	if !found || !ValidToken(id) || strings.Contains(k, ".") {
+		return "", "", false
+	}
+	return id, EventKind(k), true
+}

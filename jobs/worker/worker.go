@@ -1,0 +1,384 @@
+// Package worker is eryx's job loop: it pulls jobs from JetStream, runs each
+// in a fresh sandbox from the warm pool, and publishes everything a
+// submitter needs on the job's subjects (see docs/protocol.md).
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eryx-dev/eryx/jobs"
+	"github.com/eryx-dev/eryx/netgate"
+	"github.com/eryx-dev/eryx/runtime/sandbox"
+)
+
+// Sandboxes hands out fresh sandboxes; *pool.Pool implements it. A
+// released sandbox is discarded, never given to another job.
+type Sandboxes interface {
+	Acquire(ctx context.Context) (*sandbox.Sandbox, error)
+	Release(sb *sandbox.Sandbox)
+}
+
+// Observer receives the worker's measurements; *telemetry.Metrics
+// implements it.
+type Observer interface {
+	JobFinished(status string)
+	QueueWait(d time.Duration)
+	Execution(d time.Duration)
+	JobCancelled()
+	DeadLettered()
+}
+
+// Worker defaults.
+const (
+	DefaultAckWait      = 30 * time.Second
+	DefaultMaxDeliver   = 3
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultFetchWait    = 5 * time.Second
+)
+
+// Config configures a Worker. Zero values take the defaults.
+type Config struct {
+	// ID names the worker in results and logs.
+	ID string
+	// Queue is the queue the worker serves (DefaultQueue).
+	Queue    string
+	Subjects jobs.Subjects
+	// Topology is the streams' retention; the worker creates or updates
+	// the streams at start.
+	Topology jobs.Topology
+	// Policy is what jobs may ask for. Its Timeout and MemoryBytes are
+	// the defaults and maxima of every job.
+	Policy jobs.Policy
+	// Concurrency is how many jobs run at once (the pool size).
+	Concurrency int
+	// OutputBytes caps a job's stdout+stderr (sandbox default if zero).
+	OutputBytes int
+	// AckWait is how long a delivery may go without an ack or a heartbeat
+	// before the server gives the job to another worker.
+	AckWait time.Duration
+	// Heartbeat is how often a running job's delivery is extended with
+	// InProgress (AckWait/3 by default).
+	Heartbeat time.Duration
+	// MaxDeliver is how many deliveries a job gets before it goes to the
+	// dead-letter stream. A delivery counts whether its worker died, or a
+	// draining worker put it back.
+	MaxDeliver int
+	// DrainTimeout is how long Run lets in-flight jobs finish after its
+	// context ends before putting them back on the queue.
+	DrainTimeout time.Duration
+	// FetchWait bounds one pull request (and so how long a stop waits for
+	// the pending pull to end).
+	FetchWait time.Duration
+	// Callbacks is the catalogue jobs can call (nil: none). A job's
+	// allow-list narrows it.
+	Callbacks sandbox.Callbacks
+	// CallbackLimits bound the callbacks of each job.
+	CallbackLimits sandbox.CallbackLimits
+	// Network is the gateway through which jobs reach the network, under
+	// its policy narrowed by each job's request; nil: no network at all.
+	Network *netgate.Gateway
+	// Sessions keeps session snapshots so that sessions can move between
+	// workers; nil turns sessions off (jobs naming one are rejected).
+	Sessions SessionStore
+	// SessionCache is how many sessions the worker keeps warm in memory.
+	SessionCache int
+	// SessionIdle is how long a warm session stays in memory unused.
+	SessionIdle time.Duration
+	// SnapshotBytes caps a session snapshot.
+	SnapshotBytes int
+	// Observer gets metrics; nil for none.
+	Observer Observer
+	// StartJob, if set, wraps the handling of each delivery (a trace span
+	// continued from the job's headers, say); the returned function is
+	// called with the final status ("" when the job was not answered).
+	StartJob func(ctx context.Context, msg jetstream.Msg, id string) (context.Context, func(status jobs.Status))
+	Logger   *slog.Logger
+
+	// SimulateCrash is a fault-injection hook for tests and drills: when it
+	// returns true for a delivery, the worker abandons it exactly as a
+	// worker that died at that point would (no ack, no heartbeat, no
+	// result), so the server redelivers it after AckWait.
+	SimulateCrash func(job *jobs.Job, attempt int) bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.Queue == "" {
+		c.Queue = jobs.DefaultQueue
+	}
+	if c.ID == "" {
+		c.ID = "worker"
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 1
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.Heartbeat <= 0 || c.Heartbeat >= c.AckWait {
+		c.Heartbeat = c.AckWait / 3
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.FetchWait <= 0 {
+		c.FetchWait = DefaultFetchWait
+	}
+	if c.Policy.Timeout <= 0 {
+		c.Policy.Timeout = sandbox.DefaultTimeout
+	}
+	if c.Policy.MemoryBytes == 0 {
+		c.Policy.MemoryBytes = sandbox.DefaultMemoryBytes
+	}
+	if c.Policy.MaxCodeBytes <= 0 {
+		c.Policy.MaxCodeBytes = sandbox.DefaultCodeBytes
+	}
+	if c.Policy.MinMemoryBytes == 0 {
+		c.Policy.MinMemoryBytes = 32 << 20
+	}
+	if c.SessionCache <= 0 {
+		c.SessionCache = 64
+	}
+	if c.SessionIdle <= 0 {
+		c.SessionIdle = 10 * time.Minute
+	}
+	if c.SnapshotBytes <= 0 {
+		c.SnapshotBytes = sandbox.DefaultSnapshotBytes
+	}
+	c.Policy.Sessions = c.Sessions != nil
+	c.Policy.Trace = true
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Topology.Subjects = c.Subjects
+	return c
+}
+
+// Worker runs jobs from one queue. Several workers, in one process or
+// many, share a queue through one durable pull consumer.
+type Worker struct {
+	cfg       Config
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	sandboxes Sandboxes
+	log       *slog.Logger
+
+	cons     jetstream.Consumer
+	jobs     jetstream.Stream
+	events   jetstream.Stream
+	control  jetstream.Stream
+	packages jetstream.ObjectStore
+
+	cancels  *cancelRegistry
+	pkgs     *packageCache
+	sessions *sessionCache
+
+	mu      sync.Mutex
+	running bool
+}
+
+// New prepares a worker: it creates or updates the streams and the
+// queue's consumer. Run starts it.
+func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*Worker, error) {
+	cfg = cfg.withDefaults()
+	if !jobs.ValidToken(cfg.Queue) {
+		return nil, fmt.Errorf("worker: invalid queue name %q", cfg.Queue)
+	}
+	if cfg.Policy.MaxJobBytes <= 0 || cfg.Policy.MaxJobBytes > int(nc.MaxPayload()) {
+		cfg.Policy.MaxJobBytes = int(nc.MaxPayload())
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		cfg: cfg, nc: nc, js: js, sandboxes: sandboxes,
+		log:     cfg.Logger.With("worker", cfg.ID, "queue", cfg.Queue),
+		cancels: newCancelRegistry(),
+	}
+	if err := cfg.Topology.EnsureStreams(ctx, js); err != nil {
+		return nil, err
+	}
+	s := cfg.Subjects
+	if w.jobs, err = js.Stream(ctx, s.JobsStream()); err != nil {
+		return nil, err
+	}
+	if w.events, err = js.Stream(ctx, s.EventsStream()); err != nil {
+		return nil, err
+	}
+	if w.control, err = js.Stream(ctx, s.ControlStream()); err != nil {
+		return nil, err
+	}
+	if w.packages, err = js.ObjectStore(ctx, s.PackagesBucket()); err != nil {
+		return nil, err
+	}
+	w.pkgs = newPackageCache(w.packages)
+	w.sessions = newSessionCache(sandboxes, cfg.SessionCache, cfg.SessionIdle)
+	w.cons, err = js.CreateOrUpdateConsumer(ctx, s.JobsStream(), jetstream.ConsumerConfig{
+		Durable:       s.ConsumerName(cfg.Queue),
+		Description:   "eryx workers of queue " + cfg.Queue,
+		FilterSubject: s.Jobs(cfg.Queue),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    cfg.MaxDeliver,
+		// Workers pull exactly as many jobs as they have free slots, so
+		// the server-side bound only has to stay out of the way.
+		MaxAckPending: -1,
+		MaxWaiting:    512,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: consumer for queue %s: %w", cfg.Queue, err)
+	}
+	return w, nil
+}
+
+// ID returns the worker's id.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Run serves jobs until ctx ends, then drains: it stops fetching, lets
+// running jobs finish for up to DrainTimeout, and puts the rest back on
+// the queue. It returns nil after a drain, or the error that stopped it
+// (a closed connection).
+func (w *Worker) Run(ctx context.Context) error {
+	w.mu.Lock()
+	if w.running {
+		w.mu.Unlock()
+		return errors.New("worker: already running")
+	}
+	w.running = true
+	w.mu.Unlock()
+
+	s := w.cfg.Subjects
+	cancelSub, err := w.nc.Subscribe(s.AllCancels(), w.onCancel)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = cancelSub.Unsubscribe() }()
+	// A queue group: one worker of the queue handles each advisory.
+	advSub, err := w.nc.QueueSubscribe(jobs.MaxDeliveriesAdvisory(s.JobsStream(), s.ConsumerName(w.cfg.Queue)),
+		"eryx-dlq-"+w.cfg.Queue, w.onMaxDeliveries)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = advSub.Unsubscribe() }()
+
+	// Jobs outlive Run's context: draining is decided here, not by it.
+	jobCtx, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopJobs(errDraining)
+	loopCtx, stopLoops := context.WithCancelCause(ctx)
+	defer stopLoops(nil)
+
+	// One pull loop per slot, each with at most one job: a worker never
+	// holds a job it has no sandbox for, where another worker could run it.
+	var loops sync.WaitGroup
+	for range w.cfg.Concurrency {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			if err := w.slotLoop(loopCtx, jobCtx); errors.Is(err, errConnLost) {
+				stopLoops(errConnLost)
+			}
+		}()
+	}
+	go w.sessions.janitor(loopCtx)
+	w.log.Info("worker started", "concurrency", w.cfg.Concurrency)
+	<-loopCtx.Done()
+	cause := context.Cause(loopCtx)
+	w.log.Info("worker draining", "reason", cause)
+
+	done := make(chan struct{})
+	go func() { loops.Wait(); close(done) }()
+	if errors.Is(cause, errConnLost) {
+		// Nothing can be reported or acked any more: stop at once, and
+		// let the server redeliver after AckWait.
+		w.cancels.stopAll(errConnLost)
+	} else {
+		select {
+		case <-done:
+		case <-time.After(w.cfg.DrainTimeout):
+			w.log.Warn("drain timeout: putting running jobs back on the queue")
+			w.cancels.stopAll(errDraining)
+		}
+	}
+	<-done
+	w.sessions.closeAll()
+	w.log.Info("worker stopped")
+	if errors.Is(cause, errConnLost) {
+		return cause
+	}
+	return nil
+}
+
+// slotLoop pulls one job at a time and runs it, until ctx ends.
+func (w *Worker) slotLoop(ctx, jobCtx context.Context) error {
+	for ctx.Err() == nil {
+		msg, err := w.next(ctx)
+		switch {
+		case w.nc.IsClosed():
+			return errConnLost
+		case err != nil:
+			w.log.Warn("fetch failed", "err", err)
+			select {
+			case <-time.After(500 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			continue
+		case msg == nil:
+			continue
+		case ctx.Err() != nil:
+			// Stopping: the job goes straight back to the queue (the
+			// delivery still counts towards MaxDeliver).
+			_ = msg.Nak()
+			return nil
+		}
+		w.handle(jobCtx, msg)
+	}
+	return nil
+}
+
+// next waits up to FetchWait for one job; nil when none came.
+func (w *Worker) next(ctx context.Context) (jetstream.Msg, error) {
+	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchWait)
+	defer cancel()
+	batch, err := w.cons.Fetch(1, jetstream.FetchContext(fctx))
+	if err != nil {
+		return nil, err
+	}
+	for msg := range batch.Messages() {
+		return msg, nil
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// onCancel handles <prefix>.control.cancel.<id>.
+func (w *Worker) onCancel(m *nats.Msg) {
+	id := lastToken(m.Subject)
+	if !jobs.ValidToken(id) {
+		return
+	}
+	if w.cancels.cancel(id) {
+		w.log.Info("cancelling running job", "job", id)
+	}
+}
+
+func lastToken(subject string) string {
+	for i := len(subject) - 1; i >= 0; i-- {
+		if subject[i] == '.' {
+			return subject[i+1:]
+		}
+	}
+	return subject
+}
