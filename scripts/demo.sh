@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${ERYX_DEMO_PORT:-14222}
+MPORT=$((PORT + 1))
 DATA=$(mktemp -d)
 LOG="$DATA/worker.log"
 cleanup() {
@@ -13,12 +14,22 @@ cleanup() {
 trap cleanup EXIT
 
 echo "==> starting eryx-worker (embedded NATS on 127.0.0.1:$PORT, data in $DATA)"
-ERYX_EMBEDDED_LISTEN=127.0.0.1:$PORT ERYX_DATA_DIR="$DATA/js" ERYX_CACHE_DIR="${ERYX_CACHE_DIR:-$HOME/.cache/eryx/wazero}" \
+ERYX_EMBEDDED_LISTEN=127.0.0.1:$PORT ERYX_METRICS_LISTEN=127.0.0.1:$MPORT ERYX_DATA_DIR="$DATA/js" ERYX_CACHE_DIR="${ERYX_CACHE_DIR:-$HOME/.cache/eryx/wazero}" \
   bin/eryx-worker >"$LOG" 2>&1 &
 WORKER=$!
-for _ in $(seq 1 100); do
-  if (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; then break; fi
+# Ready means: NATS up, streams created, pool warm (GET /readyz answers 200).
+ready() {
+  exec 3<>/dev/tcp/127.0.0.1/"$MPORT" || return 1
+  printf 'GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+  local status
+  read -r _ status _ <&3
+  exec 3>&-
+  [ "$status" = 200 ]
+}
+for i in $(seq 1 300); do
+  if ready 2>/dev/null; then break; fi
   if ! kill -0 "$WORKER" 2>/dev/null; then echo "worker exited:"; cat "$LOG"; exit 1; fi
+  if [ "$i" = 300 ]; then echo "worker not ready after 30 s:"; cat "$LOG"; exit 1; fi
   sleep 0.1
 done
 NATS=nats://127.0.0.1:$PORT
