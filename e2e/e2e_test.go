@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -237,7 +237,7 @@ func TestWorkerSIGKILLedMidJob(t *testing.T) {
 	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	a.wait(10 * time.Second)
+	_, _ = a.wait(10 * time.Second)
 	startWorker(t, url, "b")
 
 	select {

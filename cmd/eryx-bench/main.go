@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 		ns, err := embednats.Start(embednats.Options{Listen: "127.0.0.1:-1", StoreDir: dir})
 		if err != nil {
 			return err
@@ -321,7 +321,7 @@ func localCallbackTimes(ctx context.Context, engine *sandbox.Engine, n int) ([]t
 		return nil, err
 	}
 	if res.Status != sandbox.StatusOK {
-		return nil, fmt.Errorf("local callbacks: %s %v", res.Status, res.Error)
+		return nil, fmt.Errorf("local callbacks: %s: %w", res.Status, res.Error)
 	}
 	return decodeSeconds(res.Value)
 }

@@ -215,7 +215,7 @@ func cmdPackage(ctx context.Context, e env, args []string) int {
 		if err != nil {
 			return e.errorf("%v", err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		ext := strings.ToLower(filepath.Ext(pos[1]))
 		if ext != ".whl" && ext != ".zip" && ext != ".gz" && ext != ".tgz" {
 			fmt.Fprintf(e.stderr, "eryx-submit: warning: %s is not a .whl, .zip or .tar.gz; workers will reject it if it is not one of those\n", pos[1])

@@ -104,7 +104,6 @@ type common struct {
 	natsURL string
 	creds   string
 	prefix  string
-	timeout time.Duration // of infrastructure operations
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -169,7 +168,7 @@ func runFlags(out io.Writer) (*flag.FlagSet, *runOptions) {
 	o := &runOptions{}
 	fs := flag.NewFlagSet("eryx-submit", flag.ContinueOnError)
 	fs.SetOutput(out)
-	o.common.register(fs)
+	o.register(fs)
 	fs.StringVar(&o.code, "c", "", "code to run (instead of FILE)")
 	fs.StringVar(&o.id, "id", "", "job id (default: a new UUID); the same id runs once")
 	fs.StringVar(&o.session, "session", "", "run in this session, keeping state between jobs")

@@ -339,7 +339,7 @@ func (w *Worker) slotLoop(ctx, jobCtx context.Context) error {
 			// Stopping: the job goes straight back to the queue (the
 			// delivery still counts towards MaxDeliver).
 			_ = msg.Nak()
-			return nil
+			return nil //nolint:nilerr // stopping is not an error of the loop
 		}
 		w.handle(jobCtx, msg)
 	}
