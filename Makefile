@@ -73,9 +73,11 @@ lint: runtime
 	$(GO) vet -stdmethods=false ./...
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VER) run ./...
 
-## bench: the benchmarks, as a table
+## bench: the benchmarks: go test -bench (runtime, callbacks, sessions), then
+## the platform's end-to-end table (eryx-bench: submit -> result over NATS)
 bench: runtime
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./runtime/...
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./runtime/... ./callbacks/... ./kvstate/...
+	$(GO) run ./cmd/eryx-bench
 
 ## chart-lint: helm lint and helm template of charts/eryx (Helm from the Go
 ## module proxy), then the chart tests: strict decode into Kubernetes types
