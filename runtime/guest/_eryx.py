@@ -219,6 +219,12 @@ def host_call_sync(op, payload):
 
 
 async def _host_call(op, payload):
+    loop = asyncio.get_running_loop()
+    if not loop._ready and not loop._scheduled and not _pending:
+        # Nothing else can run until this call completes (no ready tasks, no
+        # timers, no other calls in flight): waiting for it directly is the
+        # same, minus two trips through the event loop.
+        return host_call_sync(op, payload)
     handle = _call(op, payload)
     if handle < 0:
         raise RuntimeError(f"eryx: host call {op!r} refused")
