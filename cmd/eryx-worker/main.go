@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -153,11 +154,13 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 	defer func() { _ = engine.Close(context.Background()) }()
 	log.Info("runtime ready", "took", time.Since(start).Round(time.Millisecond))
 
+	metrics := telemetry.NewMetrics()
 	// The pool also lends the sandboxes of warm sessions.
 	sandboxes, err := pool.New(ctx, engine, pool.Config{
-		MaxSize: cfg.PoolSize + cfg.SessionCache,
-		MinIdle: min(cfg.PoolMinIdle, cfg.PoolSize),
-		Limits:  sandbox.Limits{MemoryBytes: uint64(cfg.MemoryLimit)},
+		MaxSize:  cfg.PoolSize + cfg.SessionCache,
+		MinIdle:  min(cfg.PoolMinIdle, cfg.PoolSize),
+		Limits:   sandbox.Limits{MemoryBytes: uint64(cfg.MemoryLimit)},
+		OnCreate: metrics.SandboxCreated,
 	})
 	if err != nil {
 		return err
@@ -179,7 +182,6 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 		return err
 	}
 
-	metrics := telemetry.NewMetrics()
 	gateway, err := netgate.NewGateway(netgate.Config{
 		Policy:    netPolicy,
 		OnRefusal: func(reason, _ string) { metrics.NetworkRefused(reason) },
@@ -195,6 +197,13 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 	health.SetCheck("nats", func(context.Context) error {
 		if !nc.IsConnected() {
 			return fmt.Errorf("NATS %s", nc.Status())
+		}
+		return nil
+	})
+	// Warm: sandboxes exist (ready ones, or all busy with jobs).
+	health.SetCheck("pool", func(context.Context) error {
+		if st := sandboxes.Stats(); st.Idle == 0 && st.InUse == 0 {
+			return fmt.Errorf("no warm sandbox yet (%d created, %d creation errors)", st.Creations, st.CreateErrors)
 		}
 		return nil
 	})
@@ -235,7 +244,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			Logger: log,
 		})
 		defer cat.Close()
-		wcfg.Callbacks = cat
+		wcfg.Callbacks = timedCallbacks{inner: cat, observe: metrics.Callback}
 	}
 	w, err := worker.New(ctx, nc, sandboxes, wcfg)
 	if err != nil {
@@ -322,4 +331,21 @@ func traceJob(tel *telemetry.Telemetry, consumer string) func(context.Context, j
 			telemetry.EndSpan(span, err)
 		}
 	}
+}
+
+// timedCallbacks records every invocation's latency and outcome by name.
+type timedCallbacks struct {
+	inner   sandbox.Callbacks
+	observe func(name string, d time.Duration, err error)
+}
+
+func (t timedCallbacks) List(ctx context.Context) ([]sandbox.CallbackSpec, error) {
+	return t.inner.List(ctx)
+}
+
+func (t timedCallbacks) Invoke(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error) {
+	start := time.Now()
+	out, err := t.inner.Invoke(ctx, name, args)
+	t.observe(name, time.Since(start), err)
+	return out, err
 }

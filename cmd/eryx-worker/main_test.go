@@ -172,6 +172,18 @@ func TestEmbeddedServerOutOfTheBox(t *testing.T) {
 	if !strings.Contains(string(body), `status="ok"`) {
 		t.Errorf("metrics do not count the job:\n%s", body)
 	}
+	if strings.Contains(string(body), "eryx_sandbox_creations_total 0") || !strings.Contains(string(body), "eryx_sandbox_creations_total") {
+		t.Errorf("metrics do not count sandbox creations:\n%s", body)
+	}
+	ready, err := http.Get("http://127.0.0.1:" + metricsPort + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyBody, _ := io.ReadAll(ready.Body)
+	_ = ready.Body.Close()
+	if ready.StatusCode != http.StatusOK || !strings.Contains(string(readyBody), "pool") {
+		t.Errorf("readyz %d: %s", ready.StatusCode, readyBody)
+	}
 
 	sigterm()
 	select {

@@ -37,6 +37,9 @@ type Config struct {
 	// Limits are the sandboxes' limits; MemoryBytes is the most any job can
 	// be given (a job can ask for less).
 	Limits sandbox.Limits
+	// OnCreate, if set, is called after each sandbox creation (for metrics;
+	// it runs under the pool's lock, so it must be quick).
+	OnCreate func()
 }
 
 func (c Config) withDefaults() Config {
@@ -157,6 +160,9 @@ func (p *Pool) Acquire(ctx context.Context) (*sandbox.Sandbox, error) {
 				return nil, fmt.Errorf("pool: creating a sandbox: %w", err)
 			}
 			p.stats.Creations++
+			if p.cfg.OnCreate != nil {
+				p.cfg.OnCreate()
+			}
 			p.handedOutLocked(waited, start)
 			p.mu.Unlock()
 			p.kick()
@@ -303,6 +309,9 @@ func (p *Pool) fill(ctx context.Context) {
 			return // retried at the next kick or tick
 		}
 		p.stats.Creations++
+		if p.cfg.OnCreate != nil {
+			p.cfg.OnCreate()
+		}
 		if p.closed {
 			p.mu.Unlock()
 			_ = sb.Close(ctx)
