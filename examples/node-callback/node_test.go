@@ -158,7 +158,11 @@ func TestNodeCallbackService(t *testing.T) {
 	defer cancel()
 	for {
 		start := time.Now()
-		_, err := cat.Invoke(waitCtx, "node.greet", json.RawMessage(`{"name":"x"}`))
+		// A short budget per attempt: a request sent before the server
+		// noticed the dead connection would otherwise wait out waitCtx.
+		attemptCtx, cancelAttempt := context.WithTimeout(waitCtx, 500*time.Millisecond)
+		_, err := cat.Invoke(attemptCtx, "node.greet", json.RawMessage(`{"name":"x"}`))
+		cancelAttempt()
 		if errors.Is(err, catalogue.ErrServiceUnavailable) {
 			if took := time.Since(start); took > time.Second {
 				t.Fatalf("unavailable service took %v to report", took)
