@@ -263,13 +263,20 @@ func TestServiceDownIsPromptAndClear(t *testing.T) {
 func TestOnDemandAndBackgroundRefresh(t *testing.T) {
 	s := startNATS(t)
 	nc := connect(t, s)
-	c := catalogue.New(t.Context(), nc, fastOpts())
+	// A generous first-reply wait: on a loaded machine (CI runs packages in
+	// parallel) a reply can take longer than fastOpts' 200 ms; discovery
+	// still ends 20 ms after the last reply.
+	slowOK := fastOpts()
+	slowOK.DiscoveryWait = 2 * time.Second
+	c := catalogue.New(t.Context(), nc, slowOK)
 	defer c.Close()
 	if specs, err := c.List(t.Context()); err != nil || len(specs) != 0 {
 		t.Fatalf("empty bus: %v, %v", specs, err)
 	}
-	// Started after the first discovery: an unknown name triggers a refresh.
+	// Started after the first discovery: an unknown name triggers a refresh
+	// (once MinRefresh, 1 ms here, has passed since the last one).
 	serve(t, connect(t, s), toolsService())
+	time.Sleep(10 * time.Millisecond)
 	if got, err := c.Invoke(t.Context(), "add", json.RawMessage(`{"x":1,"y":2}`)); err != nil || string(got) != "3" {
 		t.Fatalf("after on-demand refresh: %s, %v", got, err)
 	}
