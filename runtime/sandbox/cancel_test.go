@@ -138,3 +138,30 @@ func TestHardStopClosesOnlyThatSandbox(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 }
+
+func TestSandboxCancel(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sb, err := engine.NewSandbox(ctx, sandbox.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sb.Close(ctx) }()
+	sb.Cancel() // nothing running: harmless
+	var once sync.Once
+	started := make(chan struct{})
+	go func() {
+		<-started
+		sb.Cancel()
+	}()
+	res, err := sb.Execute(ctx, "print('go')\nwhile True:\n    pass", sandbox.ExecOptions{
+		OnOutput: func(sandbox.Stream, []byte) { once.Do(func() { close(started) }) },
+	})
+	if !errors.Is(err, sandbox.ErrCancelled) || res.Status != sandbox.StatusCancelled {
+		t.Fatalf("err = %v, status %v", err, res.Status)
+	}
+	// A soft stop: the sandbox still works.
+	if res, err := sb.Execute(ctx, "print('again')", sandbox.ExecOptions{}); err != nil || res.Stdout != "again\n" {
+		t.Fatalf("after Cancel: %v %+v", err, res)
+	}
+}

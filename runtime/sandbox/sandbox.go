@@ -75,8 +75,21 @@ type Sandbox struct {
 	mu     sync.Mutex // held during an execution
 	closed bool
 
-	curMu sync.Mutex
-	cur   *capture
+	curMu  sync.Mutex
+	cur    *capture
+	cancel context.CancelFunc // of the running execution, if any
+}
+
+// Cancel stops the running execution, if any, as if its context had been
+// cancelled: it ends with StatusCancelled and ErrCancelled. It is safe to
+// call from any goroutine, at any time.
+func (sb *Sandbox) Cancel() {
+	sb.curMu.Lock()
+	cancel := sb.cancel
+	sb.curMu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 }
 
 // NewSandbox creates a sandbox from the engine's pre-initialised image.
@@ -208,6 +221,16 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	if err != nil {
 		return nil, nil, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sb.curMu.Lock()
+	sb.cancel = cancel
+	sb.curMu.Unlock()
+	defer func() {
+		sb.curMu.Lock()
+		sb.cancel = nil
+		sb.curMu.Unlock()
+	}()
 	capt := newCapture(lim.OutputBytes, opts.OnOutput)
 	sb.setCapture(capt)
 	defer sb.setCapture(nil)
