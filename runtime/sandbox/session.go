@@ -106,5 +106,6 @@ func (sb *Sandbox) Reset(ctx context.Context) error {
 	if err := sb.mem.reset(); err != nil {
 		return err
 	}
+	sb.tmp.Clear()
 	return sb.restore()
 }

@@ -91,7 +91,7 @@ func TestClearAndReset(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	sb := newSandbox(t, engine)
-	session(t, sb, "x = 1\nimport builtins\nbuiltins.marker = 'changed'")
+	session(t, sb, "x = 1\nimport builtins\nbuiltins.marker = 'changed'\nopen('/tmp/f', 'w').write('x')")
 	if err := sb.ClearState(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -102,8 +102,8 @@ func TestClearAndReset(t *testing.T) {
 	if err := sb.Reset(ctx); err != nil {
 		t.Fatal(err)
 	}
-	res = session(t, sb, "import builtins\nprint('x' in globals(), getattr(builtins, 'marker', None))")
-	if res.Stdout != "False None\n" {
+	res = session(t, sb, "import builtins, os\nprint('x' in globals(), getattr(builtins, 'marker', None), os.listdir('/tmp'))")
+	if res.Stdout != "False None []\n" {
 		t.Fatalf("after reset: %q", res.Stdout)
 	}
 }

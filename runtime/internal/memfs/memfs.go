@@ -43,6 +43,15 @@ func New(quota int64) *FS {
 	return f
 }
 
+// Clear removes every file and directory. Files still open keep their
+// data but are no longer reachable by name.
+func (f *FS) Clear() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.root = f.newNode(true)
+	f.used = 0
+}
+
 // Used reports the bytes of file data stored.
 func (f *FS) Used() int64 {
 	f.mu.Lock()
