@@ -2,7 +2,7 @@
 # Builds CPython 3.11 (Debian's source package) and zlib as static wasm32-wasi
 # libraries with Debian's clang-16 and wasi-libc.
 #
-# Output in OUTDIR: lib/{libpython3.11.a,libmpdec.a,libexpat.a,libz.a},
+# Output in OUTDIR: lib/{libpython3.11.a,libmpdec.a,libexpat.a,libz.a,libsqlite3.a},
 # include/python3.11 (headers + pyconfig.h), stdlib/ (Lib/ + _sysconfigdata).
 #
 # About two minutes on 2 cores; the Makefile caches OUTDIR keyed by the hash of
@@ -15,6 +15,7 @@ JOBS=${JOBS:-$(nproc)}
 SUITE=${ERYX_DEBIAN_SUITE:-bookworm}
 PYPKG=python3.11
 ZPKG=zlib
+SQLPKG=sqlite3
 
 log() { printf '\033[1m==> %s\033[0m (%s)\n' "$*" "$(date +%H:%M:%S)" >&2; }
 
@@ -23,7 +24,7 @@ log() { printf '\033[1m==> %s\033[0m (%s)\n' "$*" "$(date +%H:%M:%S)" >&2; }
 CC_WASM="clang-16 --target=wasm32-wasi -mbulk-memory -mnontrapping-fptoint"
 AR_WASM=llvm-ar-16
 RANLIB_WASM=llvm-ranlib-16
-for t in clang-16 llvm-ar-16 llvm-ranlib-16 wasm-ld-16 dpkg-source; do
+for t in clang-16 llvm-ar-16 llvm-ranlib-16 wasm-ld-16 dpkg-source tclsh cc; do
   command -v "$t" >/dev/null || { echo "missing tool $t: run .ci/install-deps" >&2; exit 1; }
 done
 [ -f /usr/lib/wasm32-wasi/libc.a ] || { echo "missing wasi-libc: run .ci/install-deps" >&2; exit 1; }
@@ -48,6 +49,7 @@ fetch() {
 }
 
 [ -d src-$ZPKG/tree ] || fetch $ZPKG
+[ -d src-$SQLPKG/tree ] || fetch $SQLPKG
 [ -d src-$PYPKG/tree ] || fetch $PYPKG
 
 SYSROOT=$OUT
@@ -64,11 +66,44 @@ log "zlib for wasm32-wasi"
 
 # pymalloc: configure turns it off for WASI, but it works there (arenas come
 # from malloc) and allocation-heavy Python runs ~1.5-2x faster with it.
+log "sqlite3 for wasm32-wasi"
+(
+  # The amalgamation is generated with the host's compiler and tclsh.
+  mkdir -p "$WORK/build-sqlite" && cd "$WORK/build-sqlite"
+  "$WORK/src-$SQLPKG/tree/configure" --disable-tcl >/dev/null 2>&1
+  make -s sqlite3.c >/dev/null 2>&1
+  # WASI lacks a few POSIX calls the unix VFS names; the sandbox is a single
+  # process, so ownership, permissions and locks have no meaning there (the
+  # runtime makes the lock-free "unix-none" VFS the default).
+  cat > wasi-shim.h <<'SHIM'
+#include <sys/types.h>
+#include <fcntl.h>
+#include <unistd.h>
+#define F_RDLCK 0
+#define F_WRLCK 1
+#define F_UNLCK 2
+#define F_GETLK 5
+#define F_SETLK 6
+#define F_SETLKW 7
+static inline int fchmod(int fd, mode_t m) { (void)fd; (void)m; return 0; }
+static inline int fchown(int fd, uid_t u, gid_t g) { (void)fd; (void)u; (void)g; return 0; }
+static inline uid_t geteuid(void) { return 0; }
+SHIM
+  $CC_WASM -O2 -include wasi-shim.h -c sqlite3.c -o sqlite3.o \
+    -DSQLITE_THREADSAFE=0 -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_WAL \
+    -DSQLITE_DEFAULT_MEMSTATUS=0 -DSQLITE_MAX_MMAP_SIZE=0 -DSQLITE_TEMP_STORE=3 -DSQLITE_OMIT_POPEN \
+    -D_WASI_EMULATED_GETPID -D_WASI_EMULATED_MMAN
+  rm -f "$SYSROOT/lib/libsqlite3.a"
+  $AR_WASM rcs "$SYSROOT/lib/libsqlite3.a" sqlite3.o
+  cp sqlite3.h sqlite3ext.h "$SYSROOT/include/"
+)
+
 log "CPython configure (about a minute)"
 PYSRC=$WORK/src-$PYPKG/tree
 mkdir -p "$WORK/build-py" && cd "$WORK/build-py"
 export PKG_CONFIG_PATH="" PKG_CONFIG_LIBDIR="$SYSROOT/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR=/nonexistent
 export ZLIB_CFLAGS="-I$SYSROOT/include" ZLIB_LIBS="-L$SYSROOT/lib -lz"
+export LIBSQLITE3_CFLAGS="-I$SYSROOT/include" LIBSQLITE3_LIBS="-L$SYSROOT/lib -lsqlite3 -lwasi-emulated-mman -lwasi-emulated-getpid"
 CONFIG_SITE=$PYSRC/Tools/wasm/config.site-wasm32-wasi \
   CC="$CC_WASM" CPP="clang-cpp-16 --target=wasm32-wasi" AR=$AR_WASM RANLIB=$RANLIB_WASM \
   OPT="-DNDEBUG -g0 -fwrapv -O3 -Wno-int-conversion" \

@@ -10,7 +10,7 @@ trap 'rm -rf "$TMP"' EXIT
 
 CC="clang-16 --target=wasm32-wasi -mbulk-memory -mnontrapping-fptoint"
 $CC -O2 -g0 -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
-  -I"$CPY/include/python3.11" -c "$HERE/guest/eryx.c" -o "$TMP/eryx.o"
+  -I"$CPY/include/python3.11" -I"$CPY/include" -c "$HERE/guest/eryx.c" -o "$TMP/eryx.o"
 
 # The stack size matches CPython's own wasm build; the stack comes first so
 # that an overflow traps instead of silently corrupting static data.
@@ -19,5 +19,6 @@ $CC -mexec-model=reactor -O2 -g0 \
   -Wl,--export=__stack_pointer -Wl,--strip-debug \
   -o "$TMP/out.wasm" "$TMP/eryx.o" \
   "$CPY/lib/libpython3.11.a" "$CPY/lib/libmpdec.a" "$CPY/lib/libexpat.a" "$CPY/lib/libz.a" \
-  -lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm
+  "$CPY/lib/libsqlite3.a" \
+  -lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lwasi-emulated-mman -lm
 mv "$TMP/out.wasm" "$OUT"

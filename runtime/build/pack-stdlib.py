@@ -22,7 +22,7 @@ import zipfile
 # Packages that cannot work in a WASI sandbox or only serve development.
 EXCLUDE_DIRS = {
     "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-    "venv", "pydoc_data", "curses", "dbm", "sqlite3", "distutils",
+    "venv", "pydoc_data", "curses", "dbm", "distutils",
     "msilib", "site-packages", "__pycache__", "config-3.11-wasm32-wasi", "unittest",
 }
 EXCLUDE_FILES = {"turtle.py", "antigravity.py", "this.py", "pydoc.py", "tabnanny.py"}

@@ -9,6 +9,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <sqlite3.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,13 @@ ERYX_EXPORT("eryx_init") int32_t eryx_init(void) {
     st = Py_InitializeFromConfig(&config);
     if (PyStatus_Exception(st)) goto fail;
     PyConfig_Clear(&config);
+
+    // A sandbox is one process with no one to share files with, and WASI
+    // has no fcntl locks: make sqlite's lock-free unix VFS the default.
+    if (sqlite3_initialize() == SQLITE_OK) {
+        sqlite3_vfs *nolock = sqlite3_vfs_find("unix-none");
+        if (nolock != NULL) sqlite3_vfs_register(nolock, 1);
+    }
 
     PyObject *mod = PyImport_ImportModule("_eryx");
     if (mod == NULL) {

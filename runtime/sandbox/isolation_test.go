@@ -134,3 +134,29 @@ func TestConcurrentSandboxes(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+func TestSQLite(t *testing.T) {
+	t.Parallel()
+	code := `
+import sqlite3
+mem = sqlite3.connect(':memory:')
+mem.execute('create table t (k text primary key, v integer)')
+mem.executemany('insert into t values (?, ?)', [(f'k{i}', i) for i in range(1000)])
+total = mem.execute('select sum(v) from t').fetchone()[0]
+disk = sqlite3.connect('/tmp/db.sqlite')
+disk.execute('create table t (x)')
+disk.execute('insert into t values (42)')
+disk.commit()
+disk.close()
+again = sqlite3.connect('/tmp/db.sqlite').execute('select x from t').fetchone()[0]
+result = [total, again, sqlite3.sqlite_version]
+`
+	res := run(t, code, sandbox.ExecOptions{})
+	if res.Status != sandbox.StatusOK {
+		t.Fatalf("%s %+v", res.Status, res.Error)
+	}
+	var got []any
+	if err := json.Unmarshal(res.Value, &got); err != nil || got[0] != float64(499500) || got[1] != float64(42) {
+		t.Fatalf("%s", res.Value)
+	}
+}
