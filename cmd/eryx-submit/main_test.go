@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eryx-dev/eryx/internal/embednats"
+	"github.com/eryx-dev/eryx/internal/testenv"
 	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/jobs/worker"
 	"github.com/eryx-dev/eryx/kvstate"
@@ -28,18 +28,7 @@ import (
 // engine is shared by every test (it takes a second or two to build).
 var engine *sandbox.Engine
 
-func TestMain(m *testing.M) {
-	ctx := context.Background()
-	var err error
-	engine, err = sandbox.NewEngine(ctx, sandbox.Config{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "eryx-submit tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = engine.Close(ctx)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, "eryx-submit", &engine) }
 
 // platform starts a real NATS server and a worker with sessions, and
 // returns the server's URL.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/eryx-dev/eryx/internal/embednats"
+	"github.com/eryx-dev/eryx/internal/testenv"
 	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/jobs/worker"
 	"github.com/eryx-dev/eryx/runtime/pool"
@@ -23,28 +23,12 @@ import (
 // one per process is also what the worker does.
 var engine *sandbox.Engine
 
-func TestMain(m *testing.M) {
-	ctx := context.Background()
-	var err error
-	engine, err = sandbox.NewEngine(ctx, sandbox.Config{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "jobs tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = engine.Close(ctx)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, "jobs", &engine) }
 
 // startServer starts a real NATS server with JetStream for one test.
 func startServer(t *testing.T) string {
 	t.Helper()
-	ns, err := embednats.Start(embednats.Options{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	return ns.ClientURL()
+	return testenv.NATS(t)
 }
 
 func connect(t *testing.T, url string) *nats.Conn {

@@ -148,20 +148,10 @@ func (p *Pool) Acquire(ctx context.Context) (*sandbox.Sandbox, error) {
 		}
 		if p.totalLocked() < p.cfg.MaxSize {
 			// Nothing ready but room to grow: create on demand.
-			p.creating++
-			p.mu.Unlock()
-			sb, err := p.eng.NewSandbox(ctx, p.cfg.Limits)
-			p.mu.Lock()
-			p.creating--
+			sb, err := p.createLocked(ctx)
 			if err != nil {
-				p.stats.CreateErrors++
-				p.broadcast()
 				p.mu.Unlock()
 				return nil, fmt.Errorf("pool: creating a sandbox: %w", err)
-			}
-			p.stats.Creations++
-			if p.cfg.OnCreate != nil {
-				p.cfg.OnCreate()
 			}
 			p.handedOutLocked(waited, start)
 			p.mu.Unlock()
@@ -242,6 +232,27 @@ func (p *Pool) Close(ctx context.Context) error {
 	return nil
 }
 
+// createLocked creates a sandbox, releasing p.mu meanwhile (creation takes
+// a fraction of a millisecond, during which others may use the pool); it
+// counts it as being created so that MaxSize holds.
+func (p *Pool) createLocked(ctx context.Context) (*sandbox.Sandbox, error) {
+	p.creating++
+	p.mu.Unlock()
+	sb, err := p.eng.NewSandbox(ctx, p.cfg.Limits)
+	p.mu.Lock()
+	p.creating--
+	if err != nil {
+		p.stats.CreateErrors++
+		p.broadcast() // a waiter may now create instead
+		return nil, err
+	}
+	p.stats.Creations++
+	if p.cfg.OnCreate != nil {
+		p.cfg.OnCreate()
+	}
+	return sb, nil
+}
+
 func (p *Pool) totalLocked() int { return len(p.idle) + p.inUse + p.creating }
 
 // popIdleLocked takes the most recently created idle sandbox (LIFO keeps
@@ -297,20 +308,10 @@ func (p *Pool) fill(ctx context.Context) {
 			p.mu.Unlock()
 			return
 		}
-		p.creating++
-		p.mu.Unlock()
-		sb, err := p.eng.NewSandbox(ctx, p.cfg.Limits)
-		p.mu.Lock()
-		p.creating--
+		sb, err := p.createLocked(ctx)
 		if err != nil {
-			p.stats.CreateErrors++
-			p.broadcast()
 			p.mu.Unlock()
 			return // retried at the next kick or tick
-		}
-		p.stats.Creations++
-		if p.cfg.OnCreate != nil {
-			p.cfg.OnCreate()
 		}
 		if p.closed {
 			p.mu.Unlock()

@@ -4,28 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/eryx-dev/eryx/internal/testenv"
 	"github.com/eryx-dev/eryx/runtime/pool"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
 var engine *sandbox.Engine
 
-func TestMain(m *testing.M) {
-	var err error
-	engine, err = sandbox.NewEngine(context.Background(), sandbox.Config{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "pool tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = engine.Close(context.Background())
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, "pool", &engine) }
 
 func newPool(t *testing.T, cfg pool.Config) *pool.Pool {
 	t.Helper()

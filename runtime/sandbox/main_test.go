@@ -2,10 +2,9 @@ package sandbox_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"testing"
 
+	"github.com/eryx-dev/eryx/internal/testenv"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
@@ -13,18 +12,7 @@ import (
 // sharing it is also what production does. Tests never mutate it.
 var engine *sandbox.Engine
 
-func TestMain(m *testing.M) {
-	ctx := context.Background()
-	var err error
-	engine, err = sandbox.NewEngine(ctx, sandbox.Config{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "sandbox tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = engine.Close(ctx)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, "sandbox", &engine) }
 
 func run(t *testing.T, code string, opts sandbox.ExecOptions) *sandbox.Result {
 	t.Helper()
