@@ -101,6 +101,16 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		MaxAge:      t.DLQMaxAge,
 		Storage:     t.Storage,
 		Replicas:    t.Replicas,
+	}, {
+		// The server announces exhausted jobs on core NATS only; kept in a
+		// stream, an advisory waits for a worker instead of being lost.
+		Name:        s.AdvisoriesStream(),
+		Description: "eryx: max-deliveries advisories of the jobs stream, until a worker dead-letters the job",
+		Subjects:    []string{s.AllMaxDeliveriesAdvisories()},
+		Retention:   jetstream.WorkQueuePolicy,
+		MaxAge:      t.DLQMaxAge,
+		Storage:     t.Storage,
+		Replicas:    t.Replicas,
 	}}
 }
 

@@ -93,6 +93,15 @@ func (s Subjects) ControlStream() string { return s.streamName("CONTROL") }
 // DeadLetterStream keeps jobs that exhausted their deliveries (ERYX_DLQ).
 func (s Subjects) DeadLetterStream() string { return s.streamName("DLQ") }
 
+// AdvisoriesStream keeps the server's max-deliveries advisories about the
+// jobs stream, so that none is lost while no worker is connected.
+func (s Subjects) AdvisoriesStream() string { return s.streamName("ADVISORIES") }
+
+// AllMaxDeliveriesAdvisories matches the advisories of every queue's consumer.
+func (s Subjects) AllMaxDeliveriesAdvisories() string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + s.JobsStream() + ".*"
+}
+
 // PackagesBucket is the object store of packages jobs import (ERYX_PACKAGES).
 func (s Subjects) PackagesBucket() string { return s.streamName("PACKAGES") }
 

@@ -237,6 +237,48 @@ func TestPoisonJobGoesToDeadLetterQueue(t *testing.T) {
 	}
 }
 
+// The server announces an exhausted job once, on core NATS. With no worker
+// connected at that moment the advisory waits in a stream, and the next
+// worker to start dead-letters the job.
+func TestPoisonJobDeadLetteredByALaterWorker(t *testing.T) {
+	url := startServer(t)
+	cfg := testConfig("crasher")
+	cfg.AckWait = 500 * time.Millisecond
+	cfg.MaxDeliver = 2
+	nc1 := connect(t, url)
+	var deliveries atomic.Int32
+	stopped := make(chan struct{})
+	cfg.SimulateCrash = func(job *jobs.Job, attempt int) bool {
+		if deliveries.Add(1) == 2 {
+			// The last delivery's worker dies, and no other is running when
+			// the server gives up on the job.
+			go func() { nc1.Close(); close(stopped) }()
+		}
+		return true
+	}
+	crasher := startWorker(t, nc1, cfg)
+	c := newClient(t, connect(t, url))
+	ctx := context.Background()
+	if _, err := c.Submit(ctx, "", &jobs.Job{ID: "orphan-poison", Code: "print('never')"}); err != nil {
+		t.Fatal(err)
+	}
+	<-stopped
+	_ = crasher.wait()
+	// Let the server announce the exhausted job while nobody listens.
+	time.Sleep(1500 * time.Millisecond)
+
+	cfg2 := testConfig("latecomer")
+	cfg2.AckWait = 500 * time.Millisecond
+	cfg2.MaxDeliver = 2
+	startWorker(t, connect(t, url), cfg2)
+	res := waitResult(t, c, "orphan-poison")
+	if res.Status != jobs.StatusRejected || res.Code != jobs.CodeDeadLetter {
+		t.Fatalf("result %s/%s, want rejected/dead_letter", res.Status, res.Code)
+	}
+	js, _ := jetstream.New(connect(t, url))
+	waitQueueEmpty(t, js)
+}
+
 func TestCancelRunningJob(t *testing.T) {
 	nc := connect(t, startServer(t))
 	startWorker(t, nc, testConfig("w1"))

@@ -28,17 +28,21 @@ type maxDeliveriesAdvisory struct {
 // onMaxDeliveries moves a job that exhausted its deliveries to the
 // dead-letter stream, with the reason, and gives it a final result if it
 // has none. One worker of the queue gets each advisory (queue group).
-func (w *Worker) onMaxDeliveries(m *nats.Msg) {
+func (w *Worker) onMaxDeliveries(m jetstream.Msg) {
 	var adv maxDeliveriesAdvisory
-	if err := json.Unmarshal(m.Data, &adv); err != nil || adv.StreamSeq == 0 {
+	if err := json.Unmarshal(m.Data(), &adv); err != nil || adv.StreamSeq == 0 {
 		w.log.Warn("unreadable max-deliveries advisory", "err", err)
+		_ = m.Term()
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := w.deadLetter(ctx, adv); err != nil {
-		w.log.Warn("dead-lettering failed", "seq", adv.StreamSeq, "err", err)
+		w.log.Warn("dead-lettering failed, will retry", "seq", adv.StreamSeq, "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
 	}
+	_ = m.Ack()
 }
 
 func (w *Worker) deadLetter(ctx context.Context, adv maxDeliveriesAdvisory) error {

@@ -264,13 +264,22 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = cancelSub.Unsubscribe() }()
-	// A queue group: one worker of the queue handles each advisory.
-	advSub, err := w.nc.QueueSubscribe(jobs.MaxDeliveriesAdvisory(s.JobsStream(), s.ConsumerName(w.cfg.Queue)),
-		"eryx-dlq-"+w.cfg.Queue, w.onMaxDeliveries)
+	// Advisories are kept in a stream: one worker of the queue handles each,
+	// including those announced while no worker was running.
+	adv, err := w.js.CreateOrUpdateConsumer(ctx, s.AdvisoriesStream(), jetstream.ConsumerConfig{
+		Durable:       "dlq-" + s.ConsumerName(w.cfg.Queue),
+		FilterSubject: jobs.MaxDeliveriesAdvisory(s.JobsStream(), s.ConsumerName(w.cfg.Queue)),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("worker: advisories consumer: %w", err)
 	}
-	defer func() { _ = advSub.Unsubscribe() }()
+	advCons, err := adv.Consume(w.onMaxDeliveries)
+	if err != nil {
+		return fmt.Errorf("worker: consuming advisories: %w", err)
+	}
+	defer advCons.Stop()
 
 	// Jobs outlive Run's context: draining is decided here, not by it.
 	jobCtx, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
