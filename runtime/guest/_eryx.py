@@ -549,7 +549,10 @@ def _user_tb(tb):
 
 
 def _error_doc(exc):
-    err = {"type": _type_name(exc), "message": str(exc)}
+    message = str(exc)
+    if isinstance(exc, MemoryError) and not message:
+        message = "out of memory: the sandbox's memory limit was reached"
+    err = {"type": _type_name(exc), "message": message}
     if isinstance(exc, SyntaxError):
         err["line"] = exc.lineno or 0
         err["traceback"] = "".join(_format_exception_only(type(exc), exc))
@@ -661,7 +664,8 @@ def run(src, options, flags):
     except BaseException as e:  # noqa: BLE001
         try:
             payload = _dumps({"status": "error", "error": {
-                "type": type(e).__name__, "message": f"eryx runtime: {e}", "line": 0, "traceback": ""}}).encode()
+                "type": type(e).__name__, "message": f"eryx runtime: {e or type(e).__name__}", "line": 0,
+                "traceback": ""}}).encode()
         except BaseException:  # noqa: BLE001 - e.g. MemoryError while formatting
             payload = b'{"status":"error","error":{"type":"MemoryError","message":"eryx runtime: out of memory while reporting","line":0,"traceback":""}}'
     _report(payload)
