@@ -16,23 +16,26 @@ func TestHostileCode(t *testing.T) {
 		name   string
 		code   string
 		status []sandbox.Status
+		limits sandbox.Limits
 	}{
-		{"C stack overflow", "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)",
-			[]sandbox.Status{sandbox.StatusCrashed, sandbox.StatusError}},
-		{"deeply nested literal", "eval('[' * 200000 + ']' * 200000)", []sandbox.Status{sandbox.StatusError, sandbox.StatusCrashed}},
-		{"deeply nested json", "import json\njson.loads('[' * 10**6)", []sandbox.Status{sandbox.StatusError, sandbox.StatusCrashed}},
-		{"huge urandom", "import os\nos.urandom(10**9)", []sandbox.Status{sandbox.StatusError}},
-		{"huge int to str", "str(10**100000)", []sandbox.Status{sandbox.StatusError}},
-		{"fork bomb attempt", "import os\nos.fork()", []sandbox.Status{sandbox.StatusError}},
-		{"replace stdout", "import sys\nsys.stdout = None\nprint('x')", []sandbox.Status{sandbox.StatusOK, sandbox.StatusError}},
-		{"close stdout fd", "import os\nos.close(1)\nprint('x')", []sandbox.Status{sandbox.StatusOK, sandbox.StatusError}},
+		// Python 3.11 keeps Python frames off the C stack: unbounded
+		// recursion ends in MemoryError (a small limit keeps the test fast).
+		{"unbounded recursion", "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)",
+			[]sandbox.Status{sandbox.StatusCrashed, sandbox.StatusError}, sandbox.Limits{MemoryBytes: 40 << 20}},
+		{"deeply nested literal", "eval('[' * 200000 + ']' * 200000)", []sandbox.Status{sandbox.StatusError, sandbox.StatusCrashed}, sandbox.Limits{}},
+		{"deeply nested json", "import json\njson.loads('[' * 10**6)", []sandbox.Status{sandbox.StatusError, sandbox.StatusCrashed}, sandbox.Limits{}},
+		{"huge urandom", "import os\nos.urandom(10**9)", []sandbox.Status{sandbox.StatusError}, sandbox.Limits{}},
+		{"huge int to str", "str(10**100000)", []sandbox.Status{sandbox.StatusError}, sandbox.Limits{}},
+		{"fork bomb attempt", "import os\nos.fork()", []sandbox.Status{sandbox.StatusError}, sandbox.Limits{}},
+		{"replace stdout", "import sys\nsys.stdout = None\nprint('x')", []sandbox.Status{sandbox.StatusOK, sandbox.StatusError}, sandbox.Limits{}},
+		{"close stdout fd", "import os\nos.close(1)\nprint('x')", []sandbox.Status{sandbox.StatusOK, sandbox.StatusError}, sandbox.Limits{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			res, err := engine.Execute(ctx, tt.code, sandbox.ExecOptions{})
+			res, err := engine.Execute(ctx, tt.code, sandbox.ExecOptions{Limits: tt.limits})
 			if res == nil {
 				t.Fatalf("no result: %v", err)
 			}
