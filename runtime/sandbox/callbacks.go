@@ -28,6 +28,8 @@ type Callbacks interface {
 	List(ctx context.Context) ([]CallbackSpec, error)
 	// Invoke runs one callback with a JSON object of arguments. An error
 	// surfaces in Python as a catchable exception (see CallbackError).
+	// It must return promptly once ctx is done: the execution's timeout
+	// and cancellation wait for it (it may run on the guest's goroutine).
 	Invoke(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error)
 }
 
@@ -44,7 +46,8 @@ func (e *CallbackError) Error() string { return e.Type + ": " + e.Message }
 // ErrUnknownCallback is returned by Invoke for a name that is not served.
 var ErrUnknownCallback = errors.New("unknown callback")
 
-// CallbackFunc implements one in-process callback.
+// CallbackFunc implements one in-process callback. Like Callbacks.Invoke,
+// it must return promptly once ctx is done.
 type CallbackFunc func(ctx context.Context, args json.RawMessage) (json.RawMessage, error)
 
 // Callback pairs a spec with its in-process implementation.
