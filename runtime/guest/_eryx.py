@@ -511,11 +511,16 @@ def _restore(data):
     return {"status": "ok", "skipped": skipped, "variables": len(snap["vars"]), "modules": len(snap["modules"])}
 
 
-def _control(src, options, flags):
-    """Session operations that run no user code."""
+def _mount_packages(options):
+    """Puts this execution's package archives (under /pkg) on sys.path."""
     for archive in reversed(options.get("packages") or []):
         if archive not in sys.path:
             sys.path.insert(0, archive)
+
+
+def _control(src, options, flags):
+    """Session operations that run no user code."""
+    _mount_packages(options)
     try:
         if flags & FLAG_SNAPSHOT:
             return _snapshot(int(options.get("max_bytes", 10 << 20)))
@@ -617,9 +622,7 @@ def _execute(src, options, flags):
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     namespace = _namespace(flags)
     _install_callbacks(namespace, options.get("callbacks") or [])
-    for archive in reversed(options.get("packages") or []):
-        if archive not in sys.path:
-            sys.path.insert(0, archive)
+    _mount_packages(options)
     # The host gateway serves this execution's network access, if any; the
     # shims route socket and ssl through it (runtime/guest/_eryx_net.py).
     # Called every time: None turns networking off again in a session.

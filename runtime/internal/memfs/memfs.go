@@ -184,28 +184,14 @@ func (f *FS) Mkdir(p string, _ fs.FileMode) experimentalsys.Errno {
 }
 
 // Rmdir implements sys.FS.
-func (f *FS) Rmdir(p string) experimentalsys.Errno {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	d, base, errno := f.parent(p)
-	if errno != 0 {
-		return errno
-	}
-	n, ok := d.children[base]
-	switch {
-	case !ok:
-		return experimentalsys.ENOENT
-	case !n.dir:
-		return experimentalsys.ENOTDIR
-	case len(n.children) > 0:
-		return experimentalsys.ENOTEMPTY
-	}
-	delete(d.children, base)
-	return 0
-}
+func (f *FS) Rmdir(p string) experimentalsys.Errno { return f.remove(p, true) }
 
 // Unlink implements sys.FS.
-func (f *FS) Unlink(p string) experimentalsys.Errno {
+func (f *FS) Unlink(p string) experimentalsys.Errno { return f.remove(p, false) }
+
+// remove deletes the directory (dir) or file at p, with the errors of
+// rmdir(2) or unlink(2), and gives a file's bytes back to the quota.
+func (f *FS) remove(p string, dir bool) experimentalsys.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d, base, errno := f.parent(p)
@@ -216,8 +202,12 @@ func (f *FS) Unlink(p string) experimentalsys.Errno {
 	switch {
 	case !ok:
 		return experimentalsys.ENOENT
-	case n.dir:
+	case dir && !n.dir:
+		return experimentalsys.ENOTDIR
+	case !dir && n.dir:
 		return experimentalsys.EISDIR
+	case dir && len(n.children) > 0:
+		return experimentalsys.ENOTEMPTY
 	}
 	delete(d.children, base)
 	f.used -= int64(len(n.data))
