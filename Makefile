@@ -11,7 +11,7 @@ BIN           := bin
 
 # The CPython build is slow and changes rarely: cache it outside the tree,
 # keyed by the recipe, so a clean clone on the same machine reuses it.
-CPY_KEY   := $(shell sha256sum runtime/build/build-cpython.sh | cut -c1-16)
+CPY_KEY   := $(shell cat runtime/build/build-cpython.sh runtime/build/patches/cpython-*.patch | sha256sum | cut -c1-16)
 CPY_DIR   := $(CACHE_DIR)/cpython-$(CPY_KEY)
 PYLIB_KEY := $(shell sha256sum runtime/build/fetch-pylibs.sh | cut -c1-16)
 PYLIB_DIR := $(CACHE_DIR)/pylibs-$(PYLIB_KEY)
@@ -26,7 +26,7 @@ GUEST_PY  := $(wildcard runtime/guest/*.py)
 runtime: $(WASM) $(STDLIB)
 
 # flock: concurrent builds (two checkouts, parallel test runs) share the cache.
-$(CPY_DIR)/.done: runtime/build/build-cpython.sh | deps
+$(CPY_DIR)/.done: runtime/build/build-cpython.sh $(wildcard runtime/build/patches/cpython-*.patch) | deps
 	@mkdir -p $(CACHE_DIR)
 	@flock $(CACHE_DIR)/.cpython.lock $(MAKE) --no-print-directory cpython-locked
 

@@ -334,7 +334,7 @@ func TestSessionClosesWithTheExecution(t *testing.T) {
 		_, ce := call(t, ctx, s, OpRecv, map[string]any{"id": id, "max": 10})
 		done <- ce
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// Before or after the receive blocks, the end of ctx ends it.
 	cancel()
 	select {
 	case ce := <-done:

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/eryx-dev/eryx/internal/check"
 	"github.com/eryx-dev/eryx/jobs"
 )
 
@@ -163,18 +165,23 @@ func TestEmbeddedServerOutOfTheBox(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 
-	resp, err := http.Get("http://127.0.0.1:" + metricsPort + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if !strings.Contains(string(body), `status="ok"`) {
-		t.Errorf("metrics do not count the job:\n%s", body)
-	}
-	if strings.Contains(string(body), "eryx_sandbox_creations_total 0") || !strings.Contains(string(body), "eryx_sandbox_creations_total") {
-		t.Errorf("metrics do not count sandbox creations:\n%s", body)
-	}
+	// A job is counted once its result is published, so a scrape may
+	// trail the result the submitter already has (docs/observability.md).
+	check.For(t, check.Bound, 20*time.Millisecond, func() error {
+		resp, err := http.Get("http://127.0.0.1:" + metricsPort + "/metrics")
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if !strings.Contains(string(body), `status="ok"`) {
+			return fmt.Errorf("metrics do not count the job:\n%s", body)
+		}
+		if strings.Contains(string(body), "eryx_sandbox_creations_total 0") || !strings.Contains(string(body), "eryx_sandbox_creations_total") {
+			return fmt.Errorf("metrics do not count sandbox creations:\n%s", body)
+		}
+		return nil
+	})
 	ready, err := http.Get("http://127.0.0.1:" + metricsPort + "/readyz")
 	if err != nil {
 		t.Fatal(err)

@@ -157,16 +157,12 @@ func TestNodeCallbackService(t *testing.T) {
 	waitCtx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	for {
-		start := time.Now()
 		// A short budget per attempt: a request sent before the server
 		// noticed the dead connection would otherwise wait out waitCtx.
 		attemptCtx, cancelAttempt := context.WithTimeout(waitCtx, 500*time.Millisecond)
 		_, err := cat.Invoke(attemptCtx, "node.greet", json.RawMessage(`{"name":"x"}`))
 		cancelAttempt()
 		if errors.Is(err, catalogue.ErrServiceUnavailable) {
-			if took := time.Since(start); took > time.Second {
-				t.Fatalf("unavailable service took %v to report", took)
-			}
 			var ce *sandbox.CallbackError
 			if !errors.As(err, &ce) || ce.Type != "ServiceUnavailable" {
 				t.Fatalf("err %v", err)

@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eryx-dev/eryx/internal/check"
 	"github.com/eryx-dev/eryx/jobs"
 )
 
@@ -76,18 +79,16 @@ func TestDuplicateJobRunsOnce(t *testing.T) {
 
 func waitQueueEmpty(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	check.For(t, check.Bound, 20*time.Millisecond, func() error {
 		s, err := js.Stream(context.Background(), "ERYX_JOBS")
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if s.CachedInfo().State.Msgs == 0 {
-			return
+		if n := s.CachedInfo().State.Msgs; n != 0 {
+			return fmt.Errorf("jobs stream holds %d messages", n)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("jobs stream not empty after 10s")
+		return nil
+	})
 }
 
 func TestTwoWorkersShareAQueue(t *testing.T) {
@@ -264,8 +265,19 @@ func TestPoisonJobDeadLetteredByALaterWorker(t *testing.T) {
 	}
 	<-stopped
 	_ = crasher.wait()
-	// Let the server announce the exhausted job while nobody listens.
-	time.Sleep(1500 * time.Millisecond)
+	// The server announces the exhausted job while nobody listens; the
+	// advisories stream keeps the announcement for the next worker.
+	js0, _ := jetstream.New(connect(t, url))
+	check.For(t, check.Bound, 20*time.Millisecond, func() error {
+		s, err := js0.Stream(context.Background(), "ERYX_ADVISORIES")
+		if err != nil {
+			return err
+		}
+		if n := s.CachedInfo().State.Msgs; n == 0 {
+			return errors.New("no max-deliveries advisory stored yet")
+		}
+		return nil
+	})
 
 	cfg2 := testConfig("latecomer")
 	cfg2.AckWait = 500 * time.Millisecond
@@ -283,7 +295,7 @@ func TestCancelRunningJob(t *testing.T) {
 	nc := connect(t, startServer(t))
 	startWorker(t, nc, testConfig("w1"))
 	c := newClient(t, nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*check.Bound)
 	defer cancel()
 
 	tests := []struct{ name, code string }{
@@ -311,19 +323,13 @@ func TestCancelRunningJob(t *testing.T) {
 				resc <- res
 			}()
 			waitFirstOutput(t, out)
-			start := time.Now()
 			if err := c.Cancel(ctx, id, "test"); err != nil {
 				t.Fatal(err)
 			}
 			res := <-resc
-			took := time.Since(start)
 			if res == nil || res.Status != jobs.StatusCancelled {
 				t.Fatalf("result %+v", res)
 			}
-			if took > time.Second {
-				t.Errorf("cancelled result after %v, want within 1s", took)
-			}
-			t.Logf("cancelled in %v", took.Round(time.Millisecond))
 
 			// Cancelling again, or after the end, changes nothing.
 			if err := c.Cancel(ctx, id, "again"); err != nil {

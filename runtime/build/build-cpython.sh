@@ -10,6 +10,7 @@
 set -euo pipefail
 
 OUT=${1:?usage: build-cpython.sh OUTDIR}
+PATCHES=$(cd "$(dirname "$0")/patches" && pwd)
 WORK=${ERYX_BUILD_WORK:-$(mktemp -d)}
 JOBS=${JOBS:-$(nproc)}
 SUITE=${ERYX_DEBIAN_SUITE:-bookworm}
@@ -51,6 +52,16 @@ fetch() {
 [ -d src-$ZPKG/tree ] || fetch $ZPKG
 [ -d src-$SQLPKG/tree ] || fetch $SQLPKG
 [ -d src-$PYPKG/tree ] || fetch $PYPKG
+
+# Our fixes to CPython, one patch a fix (runtime/build/patches/cpython-*.patch,
+# applied in name order; the Makefile's cache key covers them).
+if [ ! -f src-$PYPKG/.patched ]; then
+  for p in "$PATCHES"/cpython-*.patch; do
+    log "patch $(basename "$p")"
+    patch -d src-$PYPKG/tree -p1 --forward --quiet < "$p"
+  done
+  touch src-$PYPKG/.patched
+fi
 
 SYSROOT=$OUT
 mkdir -p "$SYSROOT/lib" "$SYSROOT/include"

@@ -541,6 +541,11 @@ def _type_name(exc):
     return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
 
 
+# The most traceback entries an error document shows: sys.tracebacklimit's
+# default in CPython's own traceback printer.
+_TB_LIMIT = 1000
+
+
 def _user_tb(tb):
     """Drops the runner's own frames: tracebacks start at the user's code.
     An exception raised without passing through user code (the runtime's
@@ -564,13 +569,25 @@ def _error_doc(exc):
         return err
     tb = _user_tb(exc.__traceback__)
     line = 0
+    depth = 0
     t = tb
     while t is not None:
+        depth += 1
         if t.tb_frame.f_code.co_filename.startswith(_USER_PREFIX):
             line = t.tb_lineno
         t = t.tb_next
     err["line"] = line
-    err["traceback"] = "".join(_format_exception(type(exc), exc, tb))
+    # Like CPython's own printer, show only the innermost _TB_LIMIT entries:
+    # the traceback module formats every frame in Python, which for a
+    # recursion that ran out of memory (10**5 frames and more) takes longer
+    # than the job's timeout.
+    skipped = max(depth - _TB_LIMIT, 0)
+    for _ in range(skipped):
+        tb = tb.tb_next
+    lines = _format_exception(type(exc), exc, tb, limit=_TB_LIMIT)
+    if skipped:
+        lines.insert(1, f"  [{skipped} earlier frames not shown]\n")
+    err["traceback"] = "".join(lines)
     return err
 
 

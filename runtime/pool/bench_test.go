@@ -19,7 +19,9 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer func() { _ = p.Close(ctx) }()
-	time.Sleep(100 * time.Millisecond) // let it warm up
+	for p.Stats().Idle < 4 { // measure a warm pool
+		time.Sleep(time.Millisecond)
+	}
 	jobs := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := 0; w < 4; w++ {

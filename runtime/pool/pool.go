@@ -66,6 +66,7 @@ type Stats struct {
 	InUse        int           // handed out, not yet released
 	Idle         int           // ready to be handed out
 	Waits        int64         // acquisitions that had to wait
+	Waiting      int           // acquisitions waiting now
 	TotalWait    time.Duration // time spent waiting, all acquisitions together
 	CreateErrors int64         // failed creations
 }
@@ -159,6 +160,9 @@ func (p *Pool) Acquire(ctx context.Context) (*sandbox.Sandbox, error) {
 			return sb, nil
 		}
 		changed := p.changed
+		if !waited {
+			p.stats.Waiting++
+		}
 		waited = true
 		p.mu.Unlock()
 		select {
@@ -272,6 +276,7 @@ func (p *Pool) handedOutLocked(waited bool, start time.Time) {
 	p.stats.Acquisitions++
 	if waited {
 		p.stats.Waits++
+		p.stats.Waiting--
 		p.stats.TotalWait += time.Since(start)
 	}
 }
@@ -279,6 +284,7 @@ func (p *Pool) handedOutLocked(waited bool, start time.Time) {
 func (p *Pool) recordWait(start time.Time) {
 	p.mu.Lock()
 	p.stats.Waits++
+	p.stats.Waiting--
 	p.stats.TotalWait += time.Since(start)
 	p.mu.Unlock()
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eryx-dev/eryx/internal/check"
 	"github.com/eryx-dev/eryx/internal/testenv"
 	"github.com/eryx-dev/eryx/runtime/pool"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
@@ -29,13 +30,12 @@ func newPool(t *testing.T, cfg pool.Config) *pool.Pool {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	check.For(t, check.Bound, 5*time.Millisecond, func() error {
+		if !cond() {
+			return errors.New("no " + what)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestWarmsUpToMinIdle(t *testing.T) {
@@ -115,8 +115,9 @@ func TestAcquireTimeout(t *testing.T) {
 	if _, err := p.Acquire(ctx); !errors.Is(err, pool.ErrAcquireTimeout) {
 		t.Fatalf("err = %v, want ErrAcquireTimeout", err)
 	}
-	if d := time.Since(start); d < 150*time.Millisecond || d > time.Second {
-		t.Fatalf("waited %v", d)
+	// Never early (a lower bound holds on any machine).
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("gave up after %v", d)
 	}
 	if _, ok := p.TryAcquire(); ok {
 		t.Fatal("TryAcquire succeeded on a full pool")
@@ -130,7 +131,7 @@ func TestAcquireTimeout(t *testing.T) {
 		}
 		got <- err
 	}()
-	time.Sleep(30 * time.Millisecond)
+	waitFor(t, "a waiter", func() bool { return p.Stats().Waiting == 1 })
 	p.Release(a)
 	if err := <-got; err != nil {
 		t.Fatalf("waiter: %v", err)

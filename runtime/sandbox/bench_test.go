@@ -3,6 +3,7 @@ package sandbox_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os/exec"
 	"sort"
 	"strconv"
@@ -252,4 +253,36 @@ func runB(b *testing.B, code string, opts sandbox.ExecOptions) *sandbox.Result {
 		b.Fatalf("%v %+v", err, res)
 	}
 	return res
+}
+
+// BenchmarkCancelLatency is how long code that never yields keeps running
+// after its context is cancelled (the README promises well under a second),
+// for a Python-level loop and a C-level one.
+func BenchmarkCancelLatency(b *testing.B) {
+	for _, bc := range []struct{ name, code string }{
+		{"python-loop", "while True:\n    pass"},
+		{"c-loop", "sum(range(10**15))"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := make(samples, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				ctx, cancel := context.WithCancel(context.Background())
+				var at atomic.Int64
+				_, err := engine.Execute(ctx, "print('go')\n"+bc.code, sandbox.ExecOptions{
+					OnOutput: func(sandbox.Stream, []byte) {
+						if at.CompareAndSwap(0, time.Now().UnixNano()) {
+							go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+						}
+					},
+				})
+				stopped := time.Now()
+				cancel()
+				if !errors.Is(err, sandbox.ErrCancelled) {
+					b.Fatalf("err = %v", err)
+				}
+				s = append(s, stopped.Sub(time.Unix(0, at.Load()).Add(10*time.Millisecond)))
+			}
+			s.report(b)
+		})
+	}
 }

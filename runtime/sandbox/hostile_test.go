@@ -3,11 +3,14 @@ package sandbox_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
-	"time"
 
+	"github.com/eryx-dev/eryx/internal/check"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
+
+const recursion = "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)"
 
 // Hostile code gets a clear outcome, and the engine keeps serving others.
 func TestHostileCode(t *testing.T) {
@@ -19,9 +22,10 @@ func TestHostileCode(t *testing.T) {
 		limits sandbox.Limits
 	}{
 		// Python 3.11 keeps Python frames off the C stack: unbounded
-		// recursion ends in MemoryError (a small limit keeps the test fast).
-		{"unbounded recursion", "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)",
-			[]sandbox.Status{sandbox.StatusCrashed, sandbox.StatusError}, sandbox.Limits{MemoryBytes: 40 << 20}},
+		// recursion ends in MemoryError, and reporting its 10**5 and more
+		// frames stays cheap (the report shows the innermost 1,000).
+		{"unbounded recursion", recursion, []sandbox.Status{sandbox.StatusError}, sandbox.Limits{MemoryBytes: 40 << 20}},
+		{"unbounded recursion, default memory", recursion, []sandbox.Status{sandbox.StatusError}, sandbox.Limits{}},
 		{"deeply nested literal", "eval('[' * 200000 + ']' * 200000)", []sandbox.Status{sandbox.StatusError, sandbox.StatusCrashed}, sandbox.Limits{}},
 		{"deeply nested json", "import json\njson.loads('[' * 10**6)", []sandbox.Status{sandbox.StatusError, sandbox.StatusCrashed}, sandbox.Limits{}},
 		{"huge urandom", "import os\nos.urandom(10**9)", []sandbox.Status{sandbox.StatusError}, sandbox.Limits{}},
@@ -33,7 +37,7 @@ func TestHostileCode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), check.Bound)
 			defer cancel()
 			res, err := engine.Execute(ctx, tt.code, sandbox.ExecOptions{Limits: tt.limits})
 			if res == nil {
@@ -45,6 +49,10 @@ func TestHostileCode(t *testing.T) {
 			}
 			if !ok {
 				t.Fatalf("status %s (err %v, error %+v), want one of %v", res.Status, err, res.Error, tt.status)
+			}
+			if tt.code == recursion && (res.Error == nil || res.Error.Type != "MemoryError" ||
+				!strings.Contains(res.Error.Traceback, "earlier frames not shown")) {
+				t.Fatalf("recursion ended with %+v, want a MemoryError with a shortened traceback", res.Error)
 			}
 			if res.Status == sandbox.StatusCrashed && !errors.Is(err, sandbox.ErrGuestCrashed) {
 				t.Fatalf("crashed without ErrGuestCrashed: %v", err)

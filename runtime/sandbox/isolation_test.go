@@ -54,7 +54,7 @@ func TestRealClocks(t *testing.T) {
 	if got[0] < before-1 || got[0] > after+1 {
 		t.Errorf("time.time() = %f, host between %f and %f", got[0], before, after)
 	}
-	if got[1] < 0.05 || got[1] > 1 {
+	if got[1] < 0.05 {
 		t.Errorf("monotonic elapsed %f for a 50 ms sleep", got[1])
 	}
 }
