@@ -421,3 +421,63 @@ func TestWatchIgnoresForgedAttempts(t *testing.T) {
 		})
 	}
 }
+
+// TestForgedAdvisoryForAJobAwaitingRedelivery: a job whose worker died is
+// pending but held by nobody until it is redelivered; an advisory about it
+// cannot be confirmed, so it waits, and the job then runs normally.
+func TestForgedAdvisoryForAJobAwaitingRedelivery(t *testing.T) {
+	nc := connect(t, startServer(t))
+	cfg := testConfig("w1")
+	cfg.Concurrency = 1
+	cfg.Policy.Timeout = 120 * time.Second
+	cfg.SimulateCrash = func(job *jobs.Job, attempt int) bool { return job.ID == "crashy" && attempt == 1 }
+	w := newWorker(t, nc, cfg)
+	c := newClient(t, nc)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+
+	// Queued before the worker runs: it takes crashy (and "dies"), then the
+	// blocker, which keeps its only slot so crashy is not redelivered.
+	sub, err := c.Submit(ctx, "", &jobs.Job{ID: "crashy", Code: "print('second try')"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := newOutput()
+	watch, err := c.Watch(ctx, "blocker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(watch.Stop)
+	go func() { _, _ = watch.Wait(ctx, out.handlers()) }()
+	if _, err := c.Submit(ctx, "", &jobs.Job{ID: "blocker", Code: "import time\nprint('running', flush=True)\nwhile True:\n    time.sleep(0.02)"}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, w)
+	waitFirstOutput(t, out)
+
+	data, _ := json.Marshal(map[string]any{"stream": "ERYX_JOBS", "consumer": "workers-default", "stream_seq": sub.Sequence, "deliveries": 3})
+	if err := nc.Publish(jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default"), data); err != nil {
+		t.Fatal(err)
+	}
+	advCons, err := js.Consumer(ctx, "ERYX_ADVISORIES", "dlq-workers-default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Looked at twice: undecided the first time, put back, looked at again.
+	waitFor(t, "the advisory to be checked twice", func() bool {
+		info, err := advCons.Info(ctx)
+		return err == nil && info.Delivered.Consumer >= 2
+	})
+	if n := streamInfo(t, js, "ERYX_DLQ").State.Msgs; n != 0 {
+		t.Fatalf("the job awaiting redelivery was dead-lettered (%d)", n)
+	}
+	if err := c.Cancel(ctx, "blocker", ""); err != nil {
+		t.Fatal(err)
+	}
+	if res := waitResult(t, c, "crashy"); res.Status != jobs.StatusOK || res.Attempt != 2 {
+		t.Fatalf("crashy: %s %s attempt %d", res.Status, res.Code, res.Attempt)
+	}
+	waitFor(t, "the advisory to be dropped", func() bool {
+		return streamInfo(t, js, "ERYX_ADVISORIES").State.Msgs == 0
+	})
+}
