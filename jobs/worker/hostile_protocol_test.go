@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eryx-dev/eryx/jobs"
+	"github.com/eryx-dev/eryx/telemetry"
 )
 
 // Regression tests for issue #10, rows 3, 9 and 10: what a job or a
@@ -31,6 +32,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// counter reads a counter without labels from m.
+func counter(t *testing.T, m *telemetry.Metrics, name string) int {
+	t.Helper()
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return int(f.GetMetric()[0].GetCounter().GetValue())
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
 
 func streamInfo(t *testing.T, js jetstream.JetStream, name string) *jetstream.StreamInfo {
@@ -216,14 +233,17 @@ func TestStreamsMigrateFromSharedEvents(t *testing.T) {
 // nothing; every job then finishes normally.
 func TestForgedAdvisoriesKillNothing(t *testing.T) {
 	nc := connect(t, startServer(t))
+	metrics := []*telemetry.Metrics{telemetry.NewMetrics(), telemetry.NewMetrics()}
 	cfg := testConfig("w1")
 	cfg.Concurrency = 1
 	cfg.Policy.Timeout = 120 * time.Second
+	cfg.Observer = metrics[0]
 	startWorker(t, nc, cfg)
 	// A second worker of the queue answers the holds queries too.
 	cfg2 := testConfig("w2")
 	cfg2.Concurrency = 1
 	cfg2.Policy.Timeout = 120 * time.Second
+	cfg2.Observer = metrics[1]
 	startWorker(t, connect(t, nc.ConnectedUrl()), cfg2)
 	c := newClient(t, nc)
 	js, _ := jetstream.New(nc)
@@ -291,6 +311,11 @@ func TestForgedAdvisoriesKillNothing(t *testing.T) {
 	}
 	if n := streamInfo(t, js, "ERYX_JOBS").State.Msgs; n != uint64(len(blockers)+len(queued)) {
 		t.Fatalf("%d jobs left in the queue, want %d", n, len(blockers)+len(queued))
+	}
+	// Those naming a job still in the queue were refused and counted (the
+	// others point at nothing and are dropped quietly).
+	if n := counter(t, metrics[0], telemetry.MetricAdvRejected) + counter(t, metrics[1], telemetry.MetricAdvRejected); n < 2*len(blockers)+2*len(queued) {
+		t.Errorf("%v advisories counted as rejected, want at least %d", n, 2*len(blockers)+2*len(queued))
 	}
 
 	// Everything then finishes as it would have.
