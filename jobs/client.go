@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,15 +21,25 @@ var (
 	ErrNoStreams = errors.New("jobs: the eryx streams do not exist (is a worker running?)")
 	// ErrNoResult: the job has no result (yet, or any more).
 	ErrNoResult = errors.New("jobs: no result")
+	// ErrIDTaken: the server dropped the submission as a duplicate, but
+	// the message that holds the id is not this job (a different body, a
+	// Nats-Msg-Id that disagrees with its id, or it was answered under
+	// another id). Submit again under a new id.
+	ErrIDTaken = errors.New("jobs: the job id is held by a different message")
 )
+
+// DefaultMaxAttempts is the workers' default ERYX_MAX_DELIVER: a watcher
+// ignores events that claim a later attempt than this.
+const DefaultMaxAttempts = 3
 
 // Client submits jobs and follows their events. It is safe for
 // concurrent use.
 type Client struct {
-	nc        *nats.Conn
-	js        jetstream.JetStream
-	subjects  Subjects
-	onPublish PublishHook
+	nc          *nats.Conn
+	js          jetstream.JetStream
+	subjects    Subjects
+	onPublish   PublishHook
+	maxAttempts int
 }
 
 // PublishHook is called with each job message before it is published, to
@@ -42,13 +53,17 @@ type ClientOption func(*Client)
 // WithPublishHook installs a PublishHook.
 func WithPublishHook(h PublishHook) ClientOption { return func(c *Client) { c.onPublish = h } }
 
+// WithMaxAttempts tells watches the workers' ERYX_MAX_DELIVER (default
+// DefaultMaxAttempts): live events claiming a later attempt are ignored.
+func WithMaxAttempts(n int) ClientOption { return func(c *Client) { c.maxAttempts = n } }
+
 // NewClient returns a client using nc.
 func NewClient(nc *nats.Conn, subjects Subjects, opts ...ClientOption) (*Client, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{nc: nc, js: js, subjects: subjects}
+	c := &Client{nc: nc, js: js, subjects: subjects, maxAttempts: DefaultMaxAttempts}
 	for _, o := range opts {
 		o(c)
 	}
@@ -82,7 +97,10 @@ type Submission struct {
 }
 
 // Submit publishes job on queue and returns once the jobs stream has
-// stored it. An empty job.ID is replaced by a new UUID.
+// stored it. An empty job.ID is replaced by a new UUID. A submission the
+// server drops as a duplicate is checked against the message that holds
+// the id: if that is not this job, Submit fails with ErrIDTaken rather
+// than let the caller wait for somebody else's result (or for none).
 func (c *Client) Submit(ctx context.Context, queue string, job *Job) (_ *Submission, err error) {
 	if job.ID == "" {
 		job.ID = uuid.NewString()
@@ -110,30 +128,82 @@ func (c *Client) Submit(ctx context.Context, queue string, job *Job) (_ *Submiss
 		}
 		return nil, fmt.Errorf("jobs: publishing job %s: %w", job.ID, err)
 	}
+	if ack.Duplicate {
+		if err := c.checkClaim(ctx, job.ID, ack.Sequence, data); err != nil {
+			return nil, err
+		}
+	}
 	return &Submission{ID: job.ID, Duplicate: ack.Duplicate, Sequence: ack.Sequence}, nil
+}
+
+// checkClaim verifies that the message a duplicate ack points at (seq) is
+// this job. While that message is queued or running it is compared byte
+// for byte; once it is gone (workers ack only after the result is out),
+// the id must have a result. A check that cannot be made (no permission
+// to read the jobs stream, say) is not an error: the caller waits as
+// before.
+func (c *Client) checkClaim(ctx context.Context, id string, seq uint64, data []byte) error {
+	stream, err := c.js.Stream(ctx, c.subjects.JobsStream())
+	if err != nil {
+		return nil //nolint:nilerr // cannot check: fall back to waiting
+	}
+	orig, err := stream.GetMsg(ctx, seq)
+	switch {
+	case err == nil:
+		if orig.Header.Get(HeaderMsgID) == id && bytes.Equal(orig.Data, data) {
+			return nil
+		}
+		return fmt.Errorf("%w: job %s (message %d)", ErrIDTaken, id, seq)
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		if _, err := c.Lookup(ctx, id); errors.Is(err, ErrNoResult) {
+			return fmt.Errorf("%w: job %s (message %d was answered under another id)", ErrIDTaken, id, seq)
+		}
+		return nil
+	default:
+		return nil
+	}
 }
 
 // watchInactiveThreshold is how long the server keeps a watch's consumer
 // after its client went away.
 const watchInactiveThreshold = 15 * time.Second
 
-// Watch follows one job's events, from the first one the events stream
-// still has. Create it before submitting the job to miss nothing.
+// Watch follows one job's events and result, from the first event the
+// events stream still has. Create it before submitting the job to miss
+// nothing.
 type Watch struct {
-	id   string
-	iter jetstream.MessagesContext
+	c       *Client
+	id      string
+	events  jetstream.MessagesContext
+	results jetstream.MessagesContext
 }
 
-// Watch starts following job id: it replays the events stream from its
-// beginning for that job, then follows it live.
+// Watch starts following job id: it replays the events and results
+// streams from their beginning for that job, then follows them live.
 func (c *Client) Watch(ctx context.Context, id string) (*Watch, error) {
 	if !ValidToken(id) {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidID, id)
 	}
-	cons, err := c.js.OrderedConsumer(ctx, c.subjects.EventsStream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{c.subjects.JobEvents(id)},
+	// The events filter also matches a result stored in the events stream
+	// by a worker older than the results stream (until it ages out).
+	events, err := c.follow(ctx, c.subjects.EventsStream(), c.subjects.JobEvents(id))
+	if err != nil {
+		return nil, fmt.Errorf("jobs: following job %s: %w", id, err)
+	}
+	results, err := c.follow(ctx, c.subjects.ResultsStream(), c.subjects.Event(id, EventResult))
+	if err != nil {
+		events.Stop()
+		return nil, fmt.Errorf("jobs: following job %s: %w", id, err)
+	}
+	return &Watch{c: c, id: id, events: events, results: results}, nil
+}
+
+// follow replays and follows one subject filter of a stream.
+func (c *Client) follow(ctx context.Context, stream, filter string) (jetstream.MessagesContext, error) {
+	cons, err := c.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		// Each watch leaves an ephemeral consumer on the server; a short
+		// Each watch leaves ephemeral consumers on the server; a short
 		// threshold keeps thousands of finished ones from piling up (an
 		// active watch always has a pull pending, so it is never idle).
 		InactiveThreshold: watchInactiveThreshold,
@@ -142,66 +212,228 @@ func (c *Client) Watch(ctx context.Context, id string) (*Watch, error) {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, ErrNoStreams
 		}
-		return nil, fmt.Errorf("jobs: following job %s: %w", id, err)
+		return nil, err
 	}
-	iter, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("jobs: following job %s: %w", id, err)
-	}
-	return &Watch{id: id, iter: iter}, nil
+	return cons.Messages()
 }
 
 // Stop ends the watch.
-func (w *Watch) Stop() { w.iter.Stop() }
+func (w *Watch) Stop() {
+	w.events.Stop()
+	w.results.Stop()
+}
+
+// watchItem is a message from one of the watch's two streams.
+type watchItem struct {
+	msg    jetstream.Msg
+	result bool
+	err    error
+}
+
+// attemptFilter decides which events belong to the attempt being followed.
+// Event headers are claims of whoever published them, so an attempt is
+// followed only from its first event (Eryx-Seq 1), only from the worker
+// that published that event, and only up to the workers' MaxDeliver; the
+// result then says which attempt really finished.
+type attemptFilter struct {
+	max     int
+	attempt int
+	worker  string
+	locked  bool // the result named the attempt: no more switching
+}
+
+// accept reports whether an event is delivered, and whether it starts a
+// new attempt (output starts over).
+func (f *attemptFilter) accept(h nats.Header) (ok, restart bool) {
+	a, err := strconv.Atoi(h.Get(HeaderAttempt))
+	if err != nil || a < 1 || a > f.max {
+		return false, false
+	}
+	worker := h.Get(HeaderWorker)
+	switch {
+	case a == f.attempt:
+		return worker == f.worker, false
+	case a < f.attempt || f.locked:
+		return false, false
+	case h.Get(HeaderSeq) != "1":
+		return false, false
+	}
+	restart = f.attempt > 0
+	f.attempt, f.worker = a, worker
+	return true, restart
+}
 
 // Wait delivers events to h until the job's result, which it returns.
-// Output of an attempt older than the newest one seen is dropped: it can
-// only come from a worker that stalled and lost the job.
+// Live, it follows the newest attempt whose first event it saw (see
+// attemptFilter): older attempts come from a worker that stalled and lost
+// the job. When the result arrives, the events stored before it are
+// delivered too; if the result was produced by another attempt or worker
+// than the one followed (a forged event had taken over, say), h.Attempt
+// is called and that attempt's events are replayed from the start.
 func (w *Watch) Wait(ctx context.Context, h Handlers) (*Result, error) {
-	stop := context.AfterFunc(ctx, w.iter.Stop)
+	stop := context.AfterFunc(ctx, w.Stop)
 	defer stop()
-	defer w.iter.Stop()
-	attempt := 0
-	for {
-		msg, err := w.iter.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+	defer w.Stop()
+	done := make(chan struct{})
+	defer close(done)
+	items := make(chan watchItem)
+	pump := func(it jetstream.MessagesContext, result bool) {
+		for {
+			msg, err := it.Next()
+			select {
+			case items <- watchItem{msg: msg, result: result, err: err}:
+			case <-done:
+				return
 			}
-			return nil, fmt.Errorf("jobs: following job %s: %w", w.id, err)
-		}
-		kind := EventKind(lastToken(msg.Subject()))
-		if kind == EventResult {
-			var res Result
-			if err := json.Unmarshal(msg.Data(), &res); err != nil {
-				return nil, fmt.Errorf("jobs: unreadable result of job %s: %w", w.id, err)
-			}
-			return &res, nil
-		}
-		a, _ := strconv.Atoi(msg.Headers().Get(HeaderAttempt))
-		if a < attempt {
-			continue
-		}
-		if a > attempt {
-			if attempt > 0 && h.Attempt != nil {
-				h.Attempt(a, msg.Headers().Get(HeaderWorker))
-			}
-			attempt = a
-		}
-		switch kind {
-		case EventStdout, EventStderr:
-			if h.Output != nil {
-				h.Output(kind, msg.Data())
-			}
-		case EventTrace:
-			if h.Trace != nil {
-				var ev TraceEvent
-				if json.Unmarshal(msg.Data(), &ev) == nil {
-					h.Trace(ev)
-				}
+			if err != nil {
+				return
 			}
 		}
 	}
+	go pump(w.events, false)
+	go pump(w.results, true)
+
+	f := &attemptFilter{max: max(w.c.maxAttempts, 1)}
+	var (
+		res    *Result
+		target uint64 // after the result: the last event stored before it
+		seen   uint64 // stream sequence of the last event read
+	)
+	for res == nil || seen < target {
+		var it watchItem
+		select {
+		case it = <-items:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if it.err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("jobs: following job %s: %w", w.id, it.err)
+		}
+		kind := EventKind(lastToken(it.msg.Subject()))
+		if it.result || kind == EventResult {
+			if res != nil {
+				continue
+			}
+			r, err := decodeResult(w.id, it.msg.Data())
+			if err != nil {
+				return nil, err
+			}
+			if !it.result {
+				// A result in the events stream (an older worker's):
+				// everything before it was delivered already.
+				return r, nil
+			}
+			res = r
+			if target, err = w.lastEvent(ctx); err != nil {
+				return nil, err
+			}
+			if res.Status != StatusRejected && (res.Attempt != f.attempt || res.Worker != f.worker) {
+				if err := w.replay(ctx, h, f, res, target); err != nil {
+					return nil, err
+				}
+				return res, nil
+			}
+			f.locked = true
+			continue
+		}
+		if meta, err := it.msg.Metadata(); err == nil {
+			seen = meta.Sequence.Stream
+		}
+		if res != nil && seen > target {
+			break
+		}
+		w.deliver(h, f, kind, it.msg)
+	}
+	return res, nil
+}
+
+// deliver hands one event to h if the filter accepts it.
+func (w *Watch) deliver(h Handlers, f *attemptFilter, kind EventKind, msg jetstream.Msg) {
+	ok, restart := f.accept(msg.Headers())
+	if !ok {
+		return
+	}
+	if restart && h.Attempt != nil {
+		h.Attempt(f.attempt, f.worker)
+	}
+	switch kind {
+	case EventStdout, EventStderr:
+		if h.Output != nil {
+			h.Output(kind, msg.Data())
+		}
+	case EventTrace:
+		if h.Trace != nil {
+			var ev TraceEvent
+			if json.Unmarshal(msg.Data(), &ev) == nil {
+				h.Trace(ev)
+			}
+		}
+	}
+}
+
+// lastEvent is the stream sequence of the job's last stored event (0 if
+// none). Workers make sure their events are stored before the result, so
+// once the result is in, this bounds what is left to deliver.
+func (w *Watch) lastEvent(ctx context.Context) (uint64, error) {
+	stream, err := w.c.js.Stream(ctx, w.c.subjects.EventsStream())
+	if err != nil {
+		return 0, fmt.Errorf("jobs: following job %s: %w", w.id, err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, w.c.subjects.JobEvents(w.id))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("jobs: following job %s: %w", w.id, err)
+	}
+	return msg.Sequence, nil
+}
+
+// replay delivers, from the start, the events of the attempt that
+// produced res, up to the event stream sequence target.
+func (w *Watch) replay(ctx context.Context, h Handlers, f *attemptFilter, res *Result, target uint64) error {
+	if f.attempt > 0 && h.Attempt != nil {
+		h.Attempt(res.Attempt, res.Worker)
+	}
+	*f = attemptFilter{max: max(f.max, res.Attempt), attempt: res.Attempt, worker: res.Worker, locked: true}
+	if target == 0 {
+		return nil
+	}
+	it, err := w.c.follow(ctx, w.c.subjects.EventsStream(), w.c.subjects.JobEvents(w.id))
+	if err != nil {
+		return fmt.Errorf("jobs: replaying job %s: %w", w.id, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("jobs: replaying job %s: %w", w.id, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil || meta.Sequence.Stream > target {
+			return nil
+		}
+		w.deliver(h, f, EventKind(lastToken(msg.Subject())), msg)
+		if meta.Sequence.Stream == target {
+			return nil
+		}
+	}
+}
+
+func decodeResult(id string, data []byte) (*Result, error) {
+	var res Result
+	if err := json.Unmarshal(data, &res); err != nil {
+		return nil, fmt.Errorf("jobs: unreadable result of job %s: %w", id, err)
+	}
+	return &res, nil
 }
 
 // Run submits job and follows it to its result. If the id ran before, the
@@ -244,23 +476,32 @@ func (c *Client) Lookup(ctx context.Context, id string) (*Result, error) {
 	if !ValidToken(id) {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidID, id)
 	}
-	stream, err := c.js.Stream(ctx, c.subjects.EventsStream())
+	stream, err := c.js.Stream(ctx, c.subjects.ResultsStream())
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, ErrNoStreams
 		}
 		return nil, err
 	}
-	msg, err := stream.GetLastMsgForSubject(ctx, c.subjects.Event(id, EventResult))
+	subject := c.subjects.Event(id, EventResult)
+	msg, err := FirstResult(ctx, stream, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// A result stored by a worker older than the results stream.
+		if events, serr := c.js.Stream(ctx, c.subjects.EventsStream()); serr == nil {
+			msg, err = events.GetLastMsgForSubject(ctx, subject)
+		}
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, ErrNoResult
 	}
 	if err != nil {
 		return nil, err
 	}
-	var res Result
-	if err := json.Unmarshal(msg.Data, &res); err != nil {
-		return nil, fmt.Errorf("jobs: unreadable result of job %s: %w", id, err)
-	}
-	return &res, nil
+	return decodeResult(id, msg.Data)
+}
+
+// FirstResult reads the first message on a result subject of the results
+// stream: the one the workers' compare-and-set let through.
+func FirstResult(ctx context.Context, results jetstream.Stream, subject string) (*jetstream.RawStreamMsg, error) {
+	return results.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
 }

@@ -17,8 +17,19 @@ const (
 	// DefaultEventsMaxAge is how long a job's events and result can be
 	// replayed.
 	DefaultEventsMaxAge = time.Hour
-	// DefaultEventsMaxBytes bounds the events stream; the oldest events go.
+	// DefaultEventsMaxBytes bounds the events stream. When it is full, new
+	// events are refused (discard new): a flood loses its own events, it
+	// never evicts another job's.
 	DefaultEventsMaxBytes = 1 << 30
+	// DefaultEventsMaxPerSubject caps the messages of one job's stdout,
+	// stderr or trace (all attempts together); later ones are refused.
+	DefaultEventsMaxPerSubject = 10_000
+	// DefaultEventsMaxMsgBytes is the largest event the stream stores. The
+	// worker splits output at 64 KiB, so only oversized trace events meet it.
+	DefaultEventsMaxMsgBytes = 256 << 10
+	// DefaultResultsMaxBytes bounds the results stream, where only results
+	// are stored (one per job, at most max_payload each); the oldest go.
+	DefaultResultsMaxBytes = 1 << 30
 	// DefaultDeadLetterMaxAge is how long dead letters are kept.
 	DefaultDeadLetterMaxAge = 7 * 24 * time.Hour
 )
@@ -29,7 +40,14 @@ type Topology struct {
 	DedupWindow    time.Duration
 	EventsMaxAge   time.Duration
 	EventsMaxBytes int64
-	DLQMaxAge      time.Duration
+	// EventsMaxPerSubject and EventsMaxMsgBytes bound one job's share of
+	// the events stream.
+	EventsMaxPerSubject int64
+	EventsMaxMsgBytes   int32
+	// ResultsMaxBytes bounds the results stream; results are kept for
+	// EventsMaxAge.
+	ResultsMaxBytes int64
+	DLQMaxAge       time.Duration
 	// Storage of the streams; file unless a test asks for memory.
 	Storage jetstream.StorageType
 	// Replicas of each stream (1 unless joining a cluster).
@@ -46,6 +64,15 @@ func (t Topology) withDefaults() Topology {
 	if t.EventsMaxBytes <= 0 {
 		t.EventsMaxBytes = DefaultEventsMaxBytes
 	}
+	if t.EventsMaxPerSubject <= 0 {
+		t.EventsMaxPerSubject = DefaultEventsMaxPerSubject
+	}
+	if t.EventsMaxMsgBytes <= 0 {
+		t.EventsMaxMsgBytes = DefaultEventsMaxMsgBytes
+	}
+	if t.ResultsMaxBytes <= 0 {
+		t.ResultsMaxBytes = DefaultResultsMaxBytes
+	}
 	if t.DLQMaxAge <= 0 {
 		t.DLQMaxAge = DefaultDeadLetterMaxAge
 	}
@@ -56,7 +83,9 @@ func (t Topology) withDefaults() Topology {
 }
 
 // StreamConfigs returns the configuration of every stream, for
-// documentation and for EnsureStreams.
+// documentation and for EnsureStreams, in the order they must be created:
+// the events stream loses the result subject (which it captured before
+// the results stream existed) before the results stream claims it.
 func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	t = t.withDefaults()
 	s := t.Subjects
@@ -71,17 +100,38 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		Replicas:   t.Replicas,
 	}, {
 		Name:        s.EventsStream(),
-		Description: "eryx per-job stdout, stderr, trace and result events",
-		Subjects:    []string{s.AllEvents()},
+		Description: "eryx per-job stdout, stderr and trace events",
+		Subjects:    s.EventsStreamSubjects(),
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      t.EventsMaxAge,
 		MaxBytes:    t.EventsMaxBytes,
-		Discard:     jetstream.DiscardOld,
-		Storage:     t.Storage,
-		Replicas:    t.Replicas,
-		// Direct gets make the "is there a result already" check cheap.
+		MaxMsgSize:  t.EventsMaxMsgBytes,
+		// Discard new, per subject too: a job that floods its events has
+		// its own later events refused; nobody else's are evicted.
+		Discard:              jetstream.DiscardNew,
+		MaxMsgsPerSubject:    t.EventsMaxPerSubject,
+		DiscardNewPerSubject: true,
+		Storage:              t.Storage,
+		Replicas:             t.Replicas,
+		// Direct gets let a watcher find a job's last event cheaply.
 		AllowDirect: true,
 		Duplicates:  t.DedupWindow,
+	}, {
+		Name:        s.ResultsStream(),
+		Description: "eryx per-job results, exactly one per job",
+		Subjects:    []string{s.AllResults()},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      t.EventsMaxAge,
+		MaxBytes:    t.ResultsMaxBytes,
+		// Only results count against MaxBytes, so only other results can
+		// evict one, and a full stream still takes new results. Workers
+		// publish with a compare-and-set, so a job has one result;
+		// readers take the first on the subject all the same.
+		Discard:  jetstream.DiscardOld,
+		Storage:  t.Storage,
+		Replicas: t.Replicas,
+		// Direct gets make the "is there a result already" check cheap.
+		AllowDirect: true,
 	}, {
 		Name:              s.ControlStream(),
 		Description:       "eryx cancel requests, kept so queued jobs can be skipped",

@@ -58,8 +58,36 @@ func (s Subjects) Event(id string, kind EventKind) string {
 // JobEvents matches every event of job id.
 func (s Subjects) JobEvents(id string) string { return s.prefix() + ".job." + id + ".*" }
 
-// AllEvents matches every job's events (the events stream's subject).
+// AllEvents matches every job's events and results, across both streams.
 func (s Subjects) AllEvents() string { return s.prefix() + ".job.*.*" }
+
+// EventsStreamSubjects are the subjects of the events stream: stdout,
+// stderr and trace of every job, and the worker's ordering barrier. The
+// result subject is not among them: results have a stream of their own,
+// which output cannot fill.
+func (s Subjects) EventsStreamSubjects() []string {
+	p := s.prefix() + ".job.*."
+	return []string{p + string(EventStdout), p + string(EventStderr), p + string(EventTrace), s.EventsBarrier()}
+}
+
+// AllResults matches every job's result (the results stream's subject).
+func (s Subjects) AllResults() string { return s.prefix() + ".job.*." + string(EventResult) }
+
+// EventsBarrier is a subject of the events stream that nothing is ever
+// stored on: a worker publishes to it, expecting a stream that cannot
+// exist, so that the server's refusal tells it that every event it
+// published before has been stored (a stream stores one connection's
+// messages in order).
+func (s Subjects) EventsBarrier() string { return s.prefix() + ".events.barrier" }
+
+// WorkerHolds is the subject on which the workers of queue say which jobs
+// they hold: asked before dead-lettering, so that no running job is.
+func (s Subjects) WorkerHolds(queue string) string {
+	if queue == "" {
+		queue = DefaultQueue
+	}
+	return s.prefix() + ".workers." + queue + ".holds"
+}
 
 // Cancel is the subject that cancels job id: <prefix>.control.cancel.<id>.
 func (s Subjects) Cancel(id string) string { return s.prefix() + ".control.cancel." + id }
@@ -83,8 +111,12 @@ func (s Subjects) streamName(suffix string) string {
 // JobsStream is the work-queue stream of jobs (ERYX_JOBS).
 func (s Subjects) JobsStream() string { return s.streamName("JOBS") }
 
-// EventsStream keeps every job's events for a bounded time (ERYX_EVENTS).
+// EventsStream keeps every job's stdout, stderr and trace events for a
+// bounded time (ERYX_EVENTS).
 func (s Subjects) EventsStream() string { return s.streamName("EVENTS") }
+
+// ResultsStream keeps every job's one result (ERYX_RESULTS).
+func (s Subjects) ResultsStream() string { return s.streamName("RESULTS") }
 
 // ControlStream keeps cancel messages, so that a job cancelled while
 // queued is known to whichever worker fetches it (ERYX_CONTROL).

@@ -32,6 +32,7 @@ type Metrics struct {
 	callbacks     *prometheus.HistogramVec
 	cancellations prometheus.Counter
 	deadLetters   prometheus.Counter
+	advRejected   prometheus.Counter
 	netRefusals   *prometheus.CounterVec
 
 	pool *poolCollector
@@ -51,6 +52,7 @@ const (
 	MetricCallbackDuration = "eryx_callback_duration_seconds"
 	MetricCancellations    = "eryx_job_cancellations_total"
 	MetricDLQ              = "eryx_dlq_entries_total"
+	MetricAdvRejected      = "eryx_dlq_advisories_rejected_total"
 	MetricNetRefusals      = "eryx_network_refusals_total"
 )
 
@@ -106,6 +108,10 @@ func NewMetrics() *Metrics {
 			Name: MetricDLQ,
 			Help: "Jobs moved to the dead-letter queue.",
 		}),
+		advRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricAdvRejected,
+			Help: "Max-deliveries advisories ignored because the consumer's state contradicted them (forged or stale).",
+		}),
 		netRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricNetRefusals,
 			Help: "Outbound connections from sandboxes refused by the network gateway, by reason.",
@@ -115,7 +121,7 @@ func NewMetrics() *Metrics {
 	}
 	m.reg.MustRegister(
 		m.jobs, m.queueWait, m.execution, m.sandboxes, m.callbacks,
-		m.cancellations, m.deadLetters, m.netRefusals, m.pool,
+		m.cancellations, m.deadLetters, m.advRejected, m.netRefusals, m.pool,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -216,6 +222,15 @@ func (m *Metrics) DeadLettered() {
 		return
 	}
 	m.deadLetters.Inc()
+}
+
+// AdvisoryRejected counts one max-deliveries advisory the worker did not
+// act on, because the job had not exhausted its deliveries.
+func (m *Metrics) AdvisoryRejected() {
+	if m == nil {
+		return
+	}
+	m.advRejected.Inc()
 }
 
 // NetworkRefused counts one connection refused by the network gateway.

@@ -13,31 +13,34 @@ import (
 // Config is the worker's configuration, read from ERYX_* variables.
 // `eryx-worker --help` prints this table with the defaults.
 type Config struct {
-	NATSURL        string        `envconfig:"NATS_URL" desc:"NATS server URL(s), comma-separated; empty starts an embedded server"`
-	NATSCreds      string        `envconfig:"NATS_CREDS" desc:"NATS credentials file (with ERYX_NATS_URL)"`
-	EmbeddedListen string        `envconfig:"EMBEDDED_LISTEN" default:"127.0.0.1:4222" desc:"host:port of the embedded NATS server"`
-	DataDir        string        `envconfig:"DATA_DIR" default:"eryx-data" desc:"JetStream storage of the embedded server"`
-	Queue          string        `envconfig:"QUEUE" default:"default" desc:"queue to serve (jobs on <prefix>.jobs.<queue>)"`
-	SubjectPrefix  string        `envconfig:"SUBJECT_PREFIX" default:"eryx" desc:"first token(s) of every subject; streams are named after it"`
-	WorkerID       string        `envconfig:"WORKER_ID" desc:"name in results and logs (default: hostname-pid)"`
-	PoolSize       int           `envconfig:"POOL_SIZE" default:"4" desc:"jobs run at once, each in a fresh sandbox"`
-	PoolMinIdle    int           `envconfig:"POOL_MIN_IDLE" default:"2" desc:"sandboxes kept ready ahead of jobs"`
-	ExecTimeout    time.Duration `envconfig:"EXEC_TIMEOUT" default:"30s" desc:"default and maximum run time of a job"`
-	MemoryLimit    ByteSize      `envconfig:"MEMORY_LIMIT" default:"128MiB" desc:"default and maximum memory of a job"`
-	OutputLimit    ByteSize      `envconfig:"OUTPUT_LIMIT" default:"1MiB" desc:"stdout+stderr kept per job; the rest is dropped"`
-	MaxJobBytes    ByteSize      `envconfig:"MAX_JOB_BYTES" default:"1MiB" desc:"largest job message (capped by the server's max_payload)"`
-	MaxCodeBytes   ByteSize      `envconfig:"MAX_CODE_BYTES" default:"1MiB" desc:"largest code of a job"`
-	AckWait        time.Duration `envconfig:"ACK_WAIT" default:"30s" desc:"silence after which a job is given to another worker"`
-	MaxDeliver     int           `envconfig:"MAX_DELIVER" default:"3" desc:"deliveries of a job before it goes to the dead-letter stream"`
-	DrainTimeout   time.Duration `envconfig:"DRAIN_TIMEOUT" default:"30s" desc:"on SIGTERM, time for running jobs to finish before they are requeued"`
-	DedupWindow    time.Duration `envconfig:"DEDUP_WINDOW" default:"10m" desc:"jobs stream duplicate window (Nats-Msg-Id = job id)"`
-	EventsMaxAge   time.Duration `envconfig:"EVENTS_MAX_AGE" default:"1h" desc:"how long job events and results can be replayed"`
-	Replicas       int           `envconfig:"REPLICAS" default:"1" desc:"replicas of the streams the worker creates"`
-	SessionCache   int           `envconfig:"SESSION_CACHE" default:"16" desc:"sessions kept warm in memory"`
-	SessionIdle    time.Duration `envconfig:"SESSION_IDLE" default:"10m" desc:"idle time after which a warm session leaves memory"`
-	SessionTTL     time.Duration `envconfig:"SESSION_TTL" default:"24h" desc:"lifetime of a session in KV after its last job"`
-	SnapshotLimit  ByteSize      `envconfig:"SNAPSHOT_LIMIT" default:"10MiB" desc:"largest session snapshot"`
-	Callbacks      bool          `envconfig:"CALLBACKS" default:"true" desc:"discover callback services ($SRV) and offer them to jobs"`
+	NATSURL         string        `envconfig:"NATS_URL" desc:"NATS server URL(s), comma-separated; empty starts an embedded server"`
+	NATSCreds       string        `envconfig:"NATS_CREDS" desc:"NATS credentials file (with ERYX_NATS_URL)"`
+	EmbeddedListen  string        `envconfig:"EMBEDDED_LISTEN" default:"127.0.0.1:4222" desc:"host:port of the embedded NATS server"`
+	DataDir         string        `envconfig:"DATA_DIR" default:"eryx-data" desc:"JetStream storage of the embedded server"`
+	Queue           string        `envconfig:"QUEUE" default:"default" desc:"queue to serve (jobs on <prefix>.jobs.<queue>)"`
+	SubjectPrefix   string        `envconfig:"SUBJECT_PREFIX" default:"eryx" desc:"first token(s) of every subject; streams are named after it"`
+	WorkerID        string        `envconfig:"WORKER_ID" desc:"name in results and logs (default: hostname-pid)"`
+	PoolSize        int           `envconfig:"POOL_SIZE" default:"4" desc:"jobs run at once, each in a fresh sandbox"`
+	PoolMinIdle     int           `envconfig:"POOL_MIN_IDLE" default:"2" desc:"sandboxes kept ready ahead of jobs"`
+	ExecTimeout     time.Duration `envconfig:"EXEC_TIMEOUT" default:"30s" desc:"default and maximum run time of a job"`
+	MemoryLimit     ByteSize      `envconfig:"MEMORY_LIMIT" default:"128MiB" desc:"default and maximum memory of a job"`
+	OutputLimit     ByteSize      `envconfig:"OUTPUT_LIMIT" default:"1MiB" desc:"stdout+stderr kept per job; the rest is dropped"`
+	MaxJobBytes     ByteSize      `envconfig:"MAX_JOB_BYTES" default:"1MiB" desc:"largest job message (capped by the server's max_payload)"`
+	MaxCodeBytes    ByteSize      `envconfig:"MAX_CODE_BYTES" default:"1MiB" desc:"largest code of a job"`
+	AckWait         time.Duration `envconfig:"ACK_WAIT" default:"30s" desc:"silence after which a job is given to another worker"`
+	MaxDeliver      int           `envconfig:"MAX_DELIVER" default:"3" desc:"deliveries of a job before it goes to the dead-letter stream"`
+	DrainTimeout    time.Duration `envconfig:"DRAIN_TIMEOUT" default:"30s" desc:"on SIGTERM, time for running jobs to finish before they are requeued"`
+	DedupWindow     time.Duration `envconfig:"DEDUP_WINDOW" default:"10m" desc:"jobs stream duplicate window (Nats-Msg-Id = job id)"`
+	EventsMaxAge    time.Duration `envconfig:"EVENTS_MAX_AGE" default:"1h" desc:"how long job events and results can be replayed"`
+	EventsMaxBytes  ByteSize      `envconfig:"EVENTS_MAX_BYTES" default:"1GiB" desc:"size of the events stream (stdout, stderr, trace); when full, new events are refused"`
+	EventsPerJob    int64         `envconfig:"EVENTS_MAX_PER_JOB" default:"10000" desc:"stored stdout, stderr and trace events of one job, each; later ones are refused"`
+	ResultsMaxBytes ByteSize      `envconfig:"RESULTS_MAX_BYTES" default:"1GiB" desc:"size of the results stream; only results count against it, the oldest go"`
+	Replicas        int           `envconfig:"REPLICAS" default:"1" desc:"replicas of the streams the worker creates"`
+	SessionCache    int           `envconfig:"SESSION_CACHE" default:"16" desc:"sessions kept warm in memory"`
+	SessionIdle     time.Duration `envconfig:"SESSION_IDLE" default:"10m" desc:"idle time after which a warm session leaves memory"`
+	SessionTTL      time.Duration `envconfig:"SESSION_TTL" default:"24h" desc:"lifetime of a session in KV after its last job"`
+	SnapshotLimit   ByteSize      `envconfig:"SNAPSHOT_LIMIT" default:"10MiB" desc:"largest session snapshot"`
+	Callbacks       bool          `envconfig:"CALLBACKS" default:"true" desc:"discover callback services ($SRV) and offer them to jobs"`
 	// The network policy is read by netgate.PolicyFromEnv; these fields
 	// exist so that --help lists the variables (docs/network.md).
 	NetAllowHosts     string `envconfig:"NET_ALLOW_HOSTS" desc:"hosts jobs may connect to (host, *.domain, *, with :port); empty: no network"`
@@ -67,6 +70,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ERYX_ACK_WAIT must be at least 1s, not %v", c.AckWait)
 	case c.MaxDeliver < 1:
 		return fmt.Errorf("ERYX_MAX_DELIVER must be at least 1, not %d", c.MaxDeliver)
+	case c.EventsPerJob < 1:
+		return fmt.Errorf("ERYX_EVENTS_MAX_PER_JOB must be at least 1, not %d", c.EventsPerJob)
+	case c.EventsMaxBytes < 1<<20 || c.ResultsMaxBytes < 1<<20:
+		return fmt.Errorf("ERYX_EVENTS_MAX_BYTES and ERYX_RESULTS_MAX_BYTES must be at least 1MiB")
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("ERYX_LOG_FORMAT must be text or json, not %q", c.LogFormat)
 	}

@@ -213,9 +213,12 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 		Queue:    cfg.Queue,
 		Subjects: subjects,
 		Topology: jobs.Topology{
-			DedupWindow:  cfg.DedupWindow,
-			EventsMaxAge: cfg.EventsMaxAge,
-			Replicas:     cfg.Replicas,
+			DedupWindow:         cfg.DedupWindow,
+			EventsMaxAge:        cfg.EventsMaxAge,
+			EventsMaxBytes:      int64(cfg.EventsMaxBytes), //nolint:gosec // the parser caps sizes at 2^62
+			EventsMaxPerSubject: cfg.EventsPerJob,
+			ResultsMaxBytes:     int64(cfg.ResultsMaxBytes), //nolint:gosec // the parser caps sizes at 2^62
+			Replicas:            cfg.Replicas,
 		},
 		Policy: jobs.Policy{
 			MaxJobBytes:  int(cfg.MaxJobBytes),

@@ -19,7 +19,11 @@ import (
 // countMessages counts the events stream's messages on subject.
 func countMessages(t *testing.T, js jetstream.JetStream, subject string) uint64 {
 	t.Helper()
-	s, err := js.Stream(context.Background(), "ERYX_EVENTS")
+	stream := "ERYX_EVENTS"
+	if strings.HasSuffix(subject, ".result") {
+		stream = "ERYX_RESULTS"
+	}
+	s, err := js.Stream(context.Background(), stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,10 +56,10 @@ func TestDuplicateJobRunsOnce(t *testing.T) {
 		t.Error("second submission within the window not flagged as a duplicate")
 	}
 
-	// Past the window (simulated by a different Nats-Msg-Id), the worker
-	// finds the existing result and does not run the job again.
-	msg := &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(`{"id":"dup","code":"print('ran')"}`), Header: nats.Header{}}
-	msg.Header.Set(jobs.HeaderMsgID, "dup-after-window")
+	// Past the window (simulated by a message without Nats-Msg-Id, which
+	// the stream does not deduplicate), the worker finds the existing
+	// result and does not run the job again.
+	msg := &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(`{"id":"dup","code":"print('ran')"}`)}
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
@@ -473,10 +477,10 @@ func TestRacingDuplicatesPublishOneResult(t *testing.T) {
 	c := newClient(t, nc)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	for i, msgID := range []string{"copy-1", "copy-2"} {
-		msg := &nats.Msg{Subject: "eryx.jobs.default", Header: nats.Header{},
+	// Without Nats-Msg-Id the stream keeps both copies.
+	for i := range 2 {
+		msg := &nats.Msg{Subject: "eryx.jobs.default",
 			Data: []byte(`{"id":"twice","code":"import time\ntime.sleep(0.3)\nprint('ran')"}`)}
-		msg.Header.Set(jobs.HeaderMsgID, msgID)
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(i, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,7 +28,11 @@ type maxDeliveriesAdvisory struct {
 
 // onMaxDeliveries moves a job that exhausted its deliveries to the
 // dead-letter stream, with the reason, and gives it a final result if it
-// has none. One worker of the queue gets each advisory (queue group).
+// has none. One worker of the queue gets each advisory (durable consumer).
+//
+// Anyone who can publish on the advisory subject can forge one, so an
+// advisory is only a hint: the job is dead-lettered only when the
+// consumer's own state and the queue's workers confirm it (see verify).
 func (w *Worker) onMaxDeliveries(m jetstream.Msg) {
 	var adv maxDeliveriesAdvisory
 	if err := json.Unmarshal(m.Data(), &adv); err != nil || adv.StreamSeq == 0 {
@@ -35,15 +40,29 @@ func (w *Worker) onMaxDeliveries(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := w.deadLetter(ctx, adv); err != nil {
+	err := w.deadLetter(ctx, adv)
+	switch {
+	case errors.Is(err, errUndecided):
+		// Some delivery of the queue is unaccounted for: it may be this
+		// job, waiting for its next delivery. Look again later.
+		w.log.Info("max-deliveries advisory not confirmed yet", "seq", adv.StreamSeq, "err", err)
+		_ = m.NakWithDelay(w.cfg.AckWait)
+	case err != nil:
 		w.log.Warn("dead-lettering failed, will retry", "seq", adv.StreamSeq, "err", err)
 		_ = m.NakWithDelay(time.Second)
-		return
+	default:
+		_ = m.Ack()
 	}
-	_ = m.Ack()
 }
+
+// advisoryObserver is implemented by an Observer that counts advisories
+// the worker refused to act on.
+type advisoryObserver interface{ AdvisoryRejected() }
+
+// errUndecided: the advisory can be neither confirmed nor refuted yet.
+var errUndecided = errors.New("worker: delivery state undecided")
 
 func (w *Worker) deadLetter(ctx context.Context, adv maxDeliveriesAdvisory) error {
 	orig, err := w.jobs.GetMsg(ctx, adv.StreamSeq)
@@ -53,12 +72,24 @@ func (w *Worker) deadLetter(ctx context.Context, adv maxDeliveriesAdvisory) erro
 	if err != nil {
 		return fmt.Errorf("reading job %d: %w", adv.StreamSeq, err)
 	}
-	id := jobs.PeekID(orig.Data)
-	if !jobs.ValidToken(id) {
-		id = orig.Header.Get(jobs.HeaderMsgID)
+	if err := w.verifyExhausted(ctx, adv, orig); err != nil {
+		if errors.Is(err, errNotExhausted) {
+			w.log.Warn("ignoring a max-deliveries advisory the consumer's state contradicts",
+				"seq", adv.StreamSeq, "reason", err)
+			if o, ok := w.cfg.Observer.(advisoryObserver); ok {
+				o.AdvisoryRejected()
+			}
+			return nil
+		}
+		return err
 	}
-	if !jobs.ValidToken(id) {
-		id = "seq-" + strconv.FormatUint(adv.StreamSeq, 10)
+	// The id is read from the body only when the body is a well-formed
+	// claim of it (as for a job that runs; see jobID).
+	id := "invalid-" + strconv.FormatUint(adv.StreamSeq, 10)
+	if job, err := jobs.DecodeJob(orig.Data, 0); err == nil && jobs.ValidToken(job.ID) {
+		if msgID := orig.Header.Get(jobs.HeaderMsgID); msgID == "" || msgID == job.ID {
+			id = job.ID
+		}
 	}
 	reason := fmt.Sprintf("delivered %d times without completing: each worker that took it died or stalled (max deliveries %d)",
 		adv.Deliveries, w.cfg.MaxDeliver)
@@ -101,4 +132,172 @@ func (w *Worker) deadLetter(ctx context.Context, adv maxDeliveriesAdvisory) erro
 	}
 	w.log.Warn("job dead-lettered", "job", id, "deliveries", adv.Deliveries)
 	return nil
+}
+
+// errNotExhausted: the advisory is contradicted by the consumer's state.
+var errNotExhausted = errors.New("worker: job has not exhausted its deliveries")
+
+// verifyExhausted checks a max-deliveries advisory against the real state
+// of the queue, returning nil when the job did exhaust its deliveries,
+// errNotExhausted (wrapped) when it certainly did not, and errUndecided
+// when it cannot tell yet.
+//
+// The server drops an exhausted job from the consumer's pending set (and
+// moves the ack floor past it if it was the oldest) but leaves it in the
+// stream. A job still in the stream is therefore exhausted if it was
+// delivered, no worker holds it, and either it is at or below the ack
+// floor or no pending delivery is unaccounted for (pending deliveries
+// minus those the workers hold is zero, so none is waiting for a
+// redelivery).
+func (w *Worker) verifyExhausted(ctx context.Context, adv maxDeliveriesAdvisory, orig *jetstream.RawStreamMsg) error {
+	s := w.cfg.Subjects
+	switch {
+	case adv.Stream != s.JobsStream() || adv.Consumer != s.ConsumerName(w.cfg.Queue):
+		return fmt.Errorf("%w: the advisory names %s/%s", errNotExhausted, adv.Stream, adv.Consumer)
+	case orig.Subject != s.Jobs(w.cfg.Queue):
+		return fmt.Errorf("%w: message %d is on %s, not this queue", errNotExhausted, adv.StreamSeq, orig.Subject)
+	case w.held.has(adv.StreamSeq):
+		return fmt.Errorf("%w: this worker is running it", errNotExhausted)
+	}
+	before, err := w.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the consumer's state: %w", err)
+	}
+	if adv.StreamSeq > before.Delivered.Stream {
+		return fmt.Errorf("%w: never delivered (delivered up to %d)", errNotExhausted, before.Delivered.Stream)
+	}
+	holders, held, err := w.askHolds(ctx, adv.StreamSeq)
+	if err != nil {
+		return fmt.Errorf("asking the workers: %w", err)
+	}
+	if len(holders) > 0 {
+		return fmt.Errorf("%w: held by %v", errNotExhausted, holders)
+	}
+	after, err := w.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the consumer's state: %w", err)
+	}
+	if adv.StreamSeq <= after.AckFloor.Stream {
+		return nil
+	}
+	// Deliveries may start or end while the workers answer: take the
+	// larger count, so that a race can only make the answer "undecided".
+	pending := max(before.NumAckPending, after.NumAckPending)
+	if pending > held {
+		return fmt.Errorf("%w: %d deliveries pending, %d held by workers", errUndecided, pending, held)
+	}
+	return nil
+}
+
+// holdsQuery asks the queue's workers whether they hold a delivery.
+type holdsQuery struct {
+	Seq uint64 `json:"seq"`
+}
+
+// holdsReply is one worker's answer.
+type holdsReply struct {
+	Worker string `json:"worker"`
+	// Held is how many deliveries the worker holds; Holds whether the
+	// asked one is among them.
+	Held  int  `json:"held"`
+	Holds bool `json:"holds"`
+}
+
+// Replies to a holds query are collected until none came for holdsIdle,
+// or for holdsMax at most. A late reply only undercounts the held
+// deliveries, which makes the check undecided, never wrong.
+const (
+	holdsIdle = 250 * time.Millisecond
+	holdsMax  = 2 * time.Second
+)
+
+// askHolds asks every worker of the queue (this one included) about seq,
+// returning the workers that hold it and how many deliveries they hold.
+func (w *Worker) askHolds(ctx context.Context, seq uint64) (holders []string, held int, err error) {
+	inbox := w.nc.NewRespInbox()
+	replies := make(chan *nats.Msg, 64)
+	sub, err := w.nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	q, _ := json.Marshal(holdsQuery{Seq: seq})
+	if err := w.nc.PublishRequest(w.cfg.Subjects.WorkerHolds(w.cfg.Queue), inbox, q); err != nil {
+		return nil, 0, err
+	}
+	deadline := time.NewTimer(holdsMax)
+	defer deadline.Stop()
+	idle := time.NewTimer(holdsMax)
+	defer idle.Stop()
+	seen := map[string]bool{}
+	for {
+		select {
+		case m := <-replies:
+			var r holdsReply
+			if json.Unmarshal(m.Data, &r) != nil || seen[r.Worker] {
+				continue
+			}
+			seen[r.Worker] = true
+			held += max(r.Held, 0)
+			if r.Holds {
+				holders = append(holders, r.Worker)
+			}
+			idle.Reset(holdsIdle)
+		case <-idle.C:
+			return holders, held, nil
+		case <-deadline.C:
+			return holders, held, nil
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+	}
+}
+
+// onHolds answers a holds query about this worker's deliveries.
+func (w *Worker) onHolds(m *nats.Msg) {
+	var q holdsQuery
+	if json.Unmarshal(m.Data, &q) != nil || m.Reply == "" {
+		return
+	}
+	n, has := w.held.state(q.Seq)
+	data, _ := json.Marshal(holdsReply{Worker: w.cfg.ID, Held: n, Holds: has})
+	_ = m.Respond(data)
+}
+
+// heldSet counts the deliveries a worker is handling, by stream sequence.
+type heldSet struct {
+	mu   sync.Mutex
+	seqs map[uint64]int
+}
+
+func newHeldSet() *heldSet { return &heldSet{seqs: map[uint64]int{}} }
+
+func (h *heldSet) add(seq uint64) {
+	h.mu.Lock()
+	h.seqs[seq]++
+	h.mu.Unlock()
+}
+
+func (h *heldSet) remove(seq uint64) {
+	h.mu.Lock()
+	if h.seqs[seq]--; h.seqs[seq] <= 0 {
+		delete(h.seqs, seq)
+	}
+	h.mu.Unlock()
+}
+
+func (h *heldSet) has(seq uint64) bool {
+	_, has := h.state(seq)
+	return has
+}
+
+// state returns how many deliveries are held, and whether seq is.
+func (h *heldSet) state(seq uint64) (int, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, c := range h.seqs {
+		n += c
+	}
+	return n, h.seqs[seq] > 0
 }

@@ -38,8 +38,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if meta, err := msg.Metadata(); err == nil {
 		d.seq, d.attempt, d.queued = meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
 	}
+	// Held from the start: the dead-letter check must see it as running.
+	w.held.add(d.seq)
+	defer w.held.remove(d.seq)
 	job, decodeErr := jobs.DecodeJob(msg.Data(), w.cfg.Policy.MaxJobBytes)
-	d.id = w.jobID(d, job)
+	d.id, decodeErr = w.jobID(d, job, decodeErr)
 	d.log = w.log.With("job", d.id, "attempt", d.attempt)
 
 	var status jobs.Status
@@ -127,24 +130,37 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 	return w.finish(ctx, d, res)
 }
 
-// jobID chooses the id a delivery is answered under. A job whose own id
-// is unusable is still answered: under its Nats-Msg-Id if that is a valid
-// token, else "seq-<stream sequence>".
-func (w *Worker) jobID(d *delivery, job *jobs.Job) string {
-	if job != nil && jobs.ValidToken(job.ID) {
-		return job.ID
+// jobID chooses the id a delivery is answered under, and says why the job
+// is not acceptable as sent. A job is answered under its own id only when
+// that id is a valid token and agrees with the message's Nats-Msg-Id (the
+// key the jobs stream deduplicated it under; a message without one is
+// accepted). Anything else is answered under "invalid-<stream sequence>":
+// an id read from a message that is not a well-formed claim of it must not
+// get a result under that id, which would be somebody else's job.
+func (w *Worker) jobID(d *delivery, job *jobs.Job, decodeErr error) (string, error) {
+	invalid := "invalid-" + strconv.FormatUint(d.seq, 10)
+	if decodeErr != nil {
+		return invalid, decodeErr
 	}
-	if job == nil {
-		if id := jobs.PeekID(d.msg.Data()); jobs.ValidToken(id) {
-			return id
-		}
+	if !jobs.ValidToken(job.ID) {
+		return invalid, nil // Validate rejects it (invalid_id)
 	}
 	if h := d.msg.Headers(); h != nil {
-		if id := h.Get(jobs.HeaderMsgID); jobs.ValidToken(id) {
-			return id
+		if msgID := h.Get(jobs.HeaderMsgID); msgID != "" && msgID != job.ID {
+			return invalid, reject(jobs.CodeInvalidID, "the Nats-Msg-Id header %q differs from the job's id %q",
+				truncate(msgID), job.ID)
 		}
 	}
-	return "seq-" + strconv.FormatUint(d.seq, 10)
+	return job.ID, nil
+}
+
+// truncate keeps hostile input from bloating a reason.
+func truncate(s string) string {
+	const limit = 64
+	if len(s) <= limit {
+		return s
+	}
+	return s[:limit] + "..."
 }
 
 // heartbeat extends the delivery's AckWait while the job is handled. If
@@ -173,8 +189,24 @@ func (w *Worker) heartbeat(ctx context.Context, d *delivery, stop context.Cancel
 // "no": the compare-and-set publication of the result still guarantees
 // that there is only one.
 func (w *Worker) resultExists(ctx context.Context, id string) bool {
-	_, err := w.events.GetLastMsgForSubject(ctx, w.cfg.Subjects.Event(id, jobs.EventResult))
-	return err == nil
+	subject := w.cfg.Subjects.Event(id, jobs.EventResult)
+	if _, err := jobs.FirstResult(ctx, w.results, subject); err == nil {
+		return true
+	}
+	if w.legacyResults {
+		_, err := w.events.GetLastMsgForSubject(ctx, subject)
+		return err == nil
+	}
+	return false
+}
+
+// hasLegacyResults reports whether the events stream holds results, as
+// it did before results had a stream of their own. They stay readable
+// (a stream keeps messages of subjects it no longer captures) until they
+// age out; the extra lookup is only paid while there may be some.
+func (w *Worker) hasLegacyResults(ctx context.Context) bool {
+	_, err := w.events.GetLastMsgForSubject(ctx, w.cfg.Subjects.AllResults())
+	return !errors.Is(err, jetstream.ErrMsgNotFound)
 }
 
 // cancelRequested looks for a stored cancel of the job: a job cancelled

@@ -24,6 +24,7 @@ func (w *Worker) finish(ctx context.Context, d *delivery, res *jobs.Result) jobs
 		res.Session = d.job.Session
 	}
 	res.FinishedAt = time.Now().UTC()
+	w.eventsBarrier(ctx, d.id)
 	err := w.publishResult(ctx, res)
 	switch {
 	case err == nil:
@@ -73,7 +74,7 @@ func (w *Worker) publishResult(ctx context.Context, res *jobs.Result) error {
 			}
 		}
 		_, lastErr = w.js.PublishMsg(pctx, msg,
-			jetstream.WithExpectStream(w.cfg.Subjects.EventsStream()),
+			jetstream.WithExpectStream(w.cfg.Subjects.ResultsStream()),
 			// Sequence 0: "no message on this subject yet".
 			jetstream.WithExpectLastSequencePerSubject(0))
 		if lastErr == nil {
@@ -86,6 +87,30 @@ func (w *Worker) publishResult(ctx context.Context, res *jobs.Result) error {
 			return lastErr
 		}
 	}
+}
+
+// barrierStream is a name no stream can have (stream names have no spaces).
+const barrierStream = "eryx events barrier"
+
+// errCodeStreamNotMatch is the server's "expected stream does not match".
+const errCodeStreamNotMatch jetstream.ErrorCode = 10060
+
+// eventsBarrier returns once the events stream has stored every event this
+// worker's connection published before: it publishes to the stream's
+// barrier subject expecting a stream that cannot exist, and the refusal
+// comes back only after the messages queued before it. The result, on
+// another stream, then cannot overtake the job's last output for a watcher
+// that reads both. A failure only costs that ordering, so it is logged.
+func (w *Worker) eventsBarrier(ctx context.Context, id string) {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, err := w.js.PublishMsg(bctx, &nats.Msg{Subject: w.cfg.Subjects.EventsBarrier()},
+		jetstream.WithExpectStream(barrierStream))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStreamNotMatch {
+		return
+	}
+	w.log.Debug("events barrier", "job", id, "err", err)
 }
 
 // isWrongLastSequence reports the error of a publish whose expected last

@@ -176,8 +176,17 @@ type Worker struct {
 	cons     jetstream.Consumer
 	jobs     jetstream.Stream
 	events   jetstream.Stream
+	results  jetstream.Stream
 	control  jetstream.Stream
 	packages jetstream.ObjectStore
+
+	// legacyResults: the events stream still holds results stored
+	// before the results stream existed, so duplicates are looked for
+	// there too.
+	legacyResults bool
+	// held are the stream sequences of the deliveries this worker holds,
+	// for the dead-letter check (see holds).
+	held *heldSet
 
 	cancels  *cancelRegistry
 	pkgs     *packageCache
@@ -205,6 +214,7 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 		cfg: cfg, nc: nc, js: js, sandboxes: sandboxes,
 		log:     cfg.Logger.With("worker", cfg.ID, "queue", cfg.Queue),
 		cancels: newCancelRegistry(),
+		held:    newHeldSet(),
 	}
 	if err := cfg.Topology.EnsureStreams(ctx, js); err != nil {
 		return nil, err
@@ -216,6 +226,10 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	if w.events, err = js.Stream(ctx, s.EventsStream()); err != nil {
 		return nil, err
 	}
+	if w.results, err = js.Stream(ctx, s.ResultsStream()); err != nil {
+		return nil, err
+	}
+	w.legacyResults = w.hasLegacyResults(ctx)
 	if w.control, err = js.Stream(ctx, s.ControlStream()); err != nil {
 		return nil, err
 	}
@@ -264,6 +278,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = cancelSub.Unsubscribe() }()
+	holdsSub, err := w.nc.Subscribe(s.WorkerHolds(w.cfg.Queue), w.onHolds)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = holdsSub.Unsubscribe() }()
 	// Advisories are kept in a stream: one worker of the queue handles each,
 	// including those announced while no worker was running.
 	adv, err := w.js.CreateOrUpdateConsumer(ctx, s.AdvisoriesStream(), jetstream.ConsumerConfig{

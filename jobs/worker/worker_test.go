@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -104,18 +105,23 @@ func TestRejections(t *testing.T) {
 		data string
 		// msgID is the Nats-Msg-Id header; empty for none.
 		msgID string
-		// wantID is the id the answer comes under; "seq" for seq-<n>.
+		// wantID is the id the answer comes under; "seq" for invalid-<n>.
 		wantID string
 		code   jobs.RejectCode
 	}{
+		// Not a well-formed job: never answered under an id read from it.
 		{"truncated JSON", `{"id":"m1","code":`, "", "seq", jobs.CodeMalformed},
-		{"malformed, id from header", `not json at all`, "m2", "m2", jobs.CodeMalformed},
+		{"malformed, id in header", `not json at all`, "m2", "seq", jobs.CodeMalformed},
 		{"malformed, no id anywhere", `{{{`, "", "seq", jobs.CodeMalformed},
-		{"unknown field", `{"id":"m3","code":"1","timeout":5}`, "", "m3", jobs.CodeMalformed},
-		{"wrong type", `{"id":"m4","code":1}`, "", "m4", jobs.CodeMalformed},
-		{"too large message", `{"id":"big1","code":"` + big + `"}`, "", "big1", jobs.CodeTooLarge},
+		{"unknown field", `{"id":"m3","code":"1","timeout":5}`, "", "seq", jobs.CodeMalformed},
+		{"unknown field, victim's id", `{"id":"victim","x":1}`, "victim", "seq", jobs.CodeMalformed},
+		{"wrong type", `{"id":"m4","code":1}`, "", "seq", jobs.CodeMalformed},
+		{"too large message", `{"id":"big1","code":"` + big + `"}`, "", "seq", jobs.CodeTooLarge},
+		{"id not a token", `{"id":"a.b","code":"1"}`, "idhdr", "seq", jobs.CodeInvalidID},
+		{"Nats-Msg-Id differs from id", `{"id":"mine","code":"1"}`, "victim2", "seq", jobs.CodeInvalidID},
+		// Well-formed: answered under its id.
+		{"matching Nats-Msg-Id", `{"id":"hdr-ok","code":"1","memory_mb":1}`, "hdr-ok", "hdr-ok", jobs.CodeInvalidLimits},
 		{"newer version", `{"v":9,"id":"v9","code":"1"}`, "", "v9", jobs.CodeUnsupportedVersion},
-		{"id not a token", `{"id":"a.b","code":"1"}`, "idhdr", "idhdr", jobs.CodeInvalidID},
 		{"memory above maximum", `{"id":"mem1","code":"1","memory_mb":4096}`, "", "mem1", jobs.CodeInvalidLimits},
 		{"memory below minimum", `{"id":"mem2","code":"1","memory_mb":1}`, "", "mem2", jobs.CodeInvalidLimits},
 		{"negative timeout", `{"id":"t1","code":"1","timeout_ms":-5}`, "", "t1", jobs.CodeInvalidLimits},
@@ -137,7 +143,7 @@ func TestRejections(t *testing.T) {
 			}
 			id := tt.wantID
 			if id == "seq" {
-				id = "seq-" + itoa(ack.Sequence)
+				id = "invalid-" + itoa(ack.Sequence)
 			}
 			res := waitResult(t, c, id)
 			if res.Status != jobs.StatusRejected || res.Code != tt.code {
@@ -147,6 +153,13 @@ func TestRejections(t *testing.T) {
 				t.Errorf("reason %q id %q", res.Reason, res.ID)
 			}
 		})
+	}
+
+	// No answer went out under an id read from a rejected message.
+	for _, id := range []string{"m1", "m2", "m3", "victim", "m4", "big1", "mine", "victim2"} {
+		if _, err := c.Lookup(ctx, id); !errors.Is(err, jobs.ErrNoResult) {
+			t.Errorf("job %s: %v, want no result", id, err)
+		}
 	}
 
 	// The worker survived all of that.

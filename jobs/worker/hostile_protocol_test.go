@@ -1,0 +1,508 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eryx-dev/eryx/jobs"
+	"github.com/eryx-dev/eryx/telemetry"
+)
+
+// Regression tests for issue #10, rows 3, 9 and 10: what a job or a
+// client publishing on the platform's subjects can do to other jobs.
+
+// waitFor polls cond until it holds, failing the test after a generous
+// bound (machines differ several-fold in speed).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// counter reads a counter without labels from m.
+func counter(t *testing.T, m *telemetry.Metrics, name string) int {
+	t.Helper()
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return int(f.GetMetric()[0].GetCounter().GetValue())
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func streamInfo(t *testing.T, js jetstream.JetStream, name string) *jetstream.StreamInfo {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// collector gathers a watch's output, starting over when the watch says
+// a new attempt began (as jobs.Handlers.Attempt asks).
+type collector struct {
+	mu       sync.Mutex
+	out      strings.Builder
+	restarts int
+}
+
+func (c *collector) handlers() jobs.Handlers {
+	return jobs.Handlers{
+		Output: func(_ jobs.EventKind, data []byte) {
+			c.mu.Lock()
+			c.out.Write(data)
+			c.mu.Unlock()
+		},
+		Attempt: func(int, string) {
+			c.mu.Lock()
+			c.out.Reset()
+			c.restarts++
+			c.mu.Unlock()
+		},
+	}
+}
+
+func (c *collector) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.String()
+}
+
+// TestOutputFloodCannotEvictResults: jobs that flood their output fill
+// the events stream; another job's result and events stay, attach still
+// works, and a job run once the stream is full still gets its result.
+func TestOutputFloodCannotEvictResults(t *testing.T) {
+	nc := connect(t, startServer(t))
+	cfg := testConfig("w1")
+	const perSubject, maxBytes = 4, 512 << 10
+	cfg.Topology = jobs.Topology{EventsMaxPerSubject: perSubject, EventsMaxBytes: maxBytes}
+	startWorker(t, nc, cfg)
+	c := newClient(t, nc)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+
+	if res := runJob(t, c, &jobs.Job{ID: "early", Code: "print('early output')"}, jobs.Handlers{}); res.Status != jobs.StatusOK {
+		t.Fatal(res.Status)
+	}
+	// Each flood writes 400 KB to each of stdout and stderr, in 40 KB
+	// events: more than the per-job cap, and with the cap, 320 KB stored.
+	flood := "import sys\nfor i in range(10):\n    sys.stdout.write('o' * 40000)\nfor i in range(10):\n    sys.stderr.write('e' * 40000)\n"
+	for i := range 3 {
+		id := fmt.Sprintf("flood-%d", i)
+		res := runJob(t, c, &jobs.Job{ID: id, Code: flood}, jobs.Handlers{})
+		if res.Status != jobs.StatusOK {
+			t.Fatalf("%s: %s", id, res.Status)
+		}
+		if n := countMessages(t, js, "eryx.job."+id+".stdout"); n > perSubject {
+			t.Errorf("%s: %d stdout events stored, the per-job cap is %d", id, n, perSubject)
+		}
+	}
+	if n := countMessages(t, js, "eryx.job.flood-0.stdout"); n != perSubject {
+		t.Errorf("the first flood stored %d stdout events, want the cap %d", n, perSubject)
+	}
+	info := streamInfo(t, js, "ERYX_EVENTS")
+	if info.State.Bytes+64<<10 < maxBytes {
+		t.Fatalf("events stream holds %d bytes: the floods did not fill it (%d)", info.State.Bytes, maxBytes)
+	}
+
+	// The earlier job's result and events are all still there.
+	res, err := c.Lookup(ctx, "early")
+	if err != nil || res.Status != jobs.StatusOK || res.Stdout != "early output\n" {
+		t.Fatalf("early after the flood: %+v, %v", res, err)
+	}
+	if n := countMessages(t, js, "eryx.job.early.stdout"); n != 1 {
+		t.Errorf("early: %d stdout events, want 1", n)
+	}
+	var attached collector
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	watch, err := c.Watch(wctx, "early")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := watch.Wait(wctx, attached.handlers()); err != nil || res.ID != "early" {
+		t.Fatalf("attach: %v", err)
+	}
+	if got := attached.String(); got != "early output\n" {
+		t.Errorf("attach replayed %q", got)
+	}
+
+	// With the events stream full, a job still gets its result (with
+	// its output in it), and a duplicate of the early job still does not
+	// run: its result is where duplicates are looked for.
+	late := runJob(t, c, &jobs.Job{ID: "late", Code: "print('late')"}, jobs.Handlers{})
+	if late.Status != jobs.StatusOK || late.Stdout != "late\n" {
+		t.Fatalf("late: %s %q", late.Status, late.Stdout)
+	}
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(`{"id":"early","code":"print('again')"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	waitQueueEmpty(t, js)
+	if n := countMessages(t, js, "eryx.job.early.result"); n != 1 {
+		t.Errorf("early: %d results, want 1", n)
+	}
+}
+
+// TestStreamsMigrateFromSharedEvents: a deployment whose ERYX_EVENTS
+// captured results too is updated in place; its old results still count.
+func TestStreamsMigrateFromSharedEvents(t *testing.T) {
+	nc := connect(t, startServer(t))
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	// The streams as a worker before the results stream made them.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "ERYX_EVENTS", Subjects: []string{"eryx.job.*.*"},
+		MaxAge: time.Hour, MaxBytes: 1 << 30, Discard: jetstream.DiscardOld, AllowDirect: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := json.Marshal(jobs.Result{V: 1, ID: "old-job", Status: jobs.StatusOK, Stdout: "old\n", Worker: "old-worker", Attempt: 1})
+	if _, err := js.Publish(ctx, "eryx.job.old-job.stdout", []byte("old\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "eryx.job.old-job.result", old); err != nil {
+		t.Fatal(err)
+	}
+
+	startWorker(t, nc, testConfig("w1"))
+	c := newClient(t, nc)
+	events := streamInfo(t, js, "ERYX_EVENTS")
+	for _, s := range events.Config.Subjects {
+		if strings.HasSuffix(s, ".result") || s == "eryx.job.*.*" {
+			t.Errorf("events stream still captures results: %v", events.Config.Subjects)
+		}
+	}
+	if events.Config.Discard != jetstream.DiscardNew || !events.Config.DiscardNewPerSubject {
+		t.Errorf("events stream discard policy not updated: %+v", events.Config)
+	}
+	if r := streamInfo(t, js, "ERYX_RESULTS"); r.Config.Subjects[0] != "eryx.job.*.result" {
+		t.Errorf("results stream subjects %v", r.Config.Subjects)
+	}
+
+	// The old result is found by Lookup, by a watch, and by the worker's
+	// duplicate check.
+	if res, err := c.Lookup(ctx, "old-job"); err != nil || res.Worker != "old-worker" {
+		t.Fatalf("lookup of the old result: %+v %v", res, err)
+	}
+	if res := waitResult(t, c, "old-job"); res.Worker != "old-worker" {
+		t.Fatalf("watch of the old result: %+v", res)
+	}
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(`{"id":"old-job","code":"print('again')"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	waitQueueEmpty(t, js)
+	if n := countMessages(t, js, "eryx.job.old-job.result"); n != 0 {
+		t.Errorf("the old job ran again: %d results in the results stream", n)
+	}
+	// New jobs go the new way.
+	if res := runJob(t, c, &jobs.Job{ID: "new-job", Code: "print('new')"}, jobs.Handlers{}); res.Status != jobs.StatusOK {
+		t.Fatal(res.Status)
+	}
+	if n := countMessages(t, js, "eryx.job.new-job.result"); n != 1 {
+		t.Errorf("new job: %d results in ERYX_RESULTS", n)
+	}
+}
+
+// TestForgedAdvisoriesKillNothing: max-deliveries advisories forged for
+// every sequence, while a job runs and others are queued, dead-letter
+// nothing; every job then finishes normally.
+func TestForgedAdvisoriesKillNothing(t *testing.T) {
+	nc := connect(t, startServer(t))
+	metrics := []*telemetry.Metrics{telemetry.NewMetrics(), telemetry.NewMetrics()}
+	cfg := testConfig("w1")
+	cfg.Concurrency = 1
+	cfg.Policy.Timeout = 120 * time.Second
+	cfg.Observer = metrics[0]
+	startWorker(t, nc, cfg)
+	// A second worker of the queue answers the holds queries too.
+	cfg2 := testConfig("w2")
+	cfg2.Concurrency = 1
+	cfg2.Policy.Timeout = 120 * time.Second
+	cfg2.Observer = metrics[1]
+	startWorker(t, connect(t, nc.ConnectedUrl()), cfg2)
+	c := newClient(t, nc)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+
+	// Two blockers keep both workers busy, so the rest stay queued.
+	blockers := []string{"blocker-1", "blocker-2"}
+	outs := map[string]*output{}
+	for _, id := range blockers {
+		out := newOutput()
+		outs[id] = out
+		watch, err := c.Watch(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(watch.Stop)
+		go func() { _, _ = watch.Wait(ctx, out.handlers()) }()
+		if _, err := c.Submit(ctx, "", &jobs.Job{ID: id, Code: "import time\nprint('running', flush=True)\nwhile True:\n    time.sleep(0.02)"}); err != nil {
+			t.Fatal(err)
+		}
+		waitFirstOutput(t, out)
+	}
+	queued := []string{"queued-1", "queued-2", "queued-3"}
+	var last uint64
+	for _, id := range queued {
+		sub, err := c.Submit(ctx, "", &jobs.Job{ID: id, Code: "print('" + id + "')"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = sub.Sequence
+	}
+
+	// Sweep every sequence, with honest-looking and lying advisories.
+	subject := jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default")
+	forged := 0
+	for seq := uint64(1); seq <= last+5; seq++ {
+		for _, adv := range []map[string]any{
+			{"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "ERYX_JOBS", "consumer": "workers-default", "stream_seq": seq, "deliveries": 3},
+			{"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "OTHER", "consumer": "x", "stream_seq": seq, "deliveries": 99},
+		} {
+			data, _ := json.Marshal(adv)
+			if err := nc.Publish(subject, data); err != nil {
+				t.Fatal(err)
+			}
+			forged++
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// All forged advisories were handled (the work-queue stream empties as
+	// they are acked) ...
+	waitFor(t, "the forged advisories to be handled", func() bool {
+		info := streamInfo(t, js, "ERYX_ADVISORIES")
+		return info.State.LastSeq >= uint64(forged) && info.State.Msgs == 0
+	})
+	// ... and none of them dead-lettered anything.
+	if n := streamInfo(t, js, "ERYX_DLQ").State.Msgs; n != 0 {
+		t.Fatalf("%d jobs dead-lettered by forged advisories", n)
+	}
+	for _, id := range append(blockers, queued...) {
+		if res, err := c.Lookup(ctx, id); !errors.Is(err, jobs.ErrNoResult) {
+			t.Fatalf("%s has a result while it should be running or queued: %+v %v", id, res, err)
+		}
+	}
+	if n := streamInfo(t, js, "ERYX_JOBS").State.Msgs; n != uint64(len(blockers)+len(queued)) {
+		t.Fatalf("%d jobs left in the queue, want %d", n, len(blockers)+len(queued))
+	}
+	// Those naming a job still in the queue were refused and counted (the
+	// others point at nothing and are dropped quietly).
+	if n := counter(t, metrics[0], telemetry.MetricAdvRejected) + counter(t, metrics[1], telemetry.MetricAdvRejected); n < 2*len(blockers)+2*len(queued) {
+		t.Errorf("%v advisories counted as rejected, want at least %d", n, 2*len(blockers)+2*len(queued))
+	}
+
+	// Everything then finishes as it would have.
+	for _, id := range blockers {
+		if err := c.Cancel(ctx, id, ""); err != nil {
+			t.Fatal(err)
+		}
+		if res := waitResult(t, c, id); res.Status != jobs.StatusCancelled {
+			t.Fatalf("%s: %s %s", id, res.Status, res.Code)
+		}
+	}
+	for _, id := range queued {
+		if res := waitResult(t, c, id); res.Status != jobs.StatusOK || res.Stdout != id+"\n" {
+			t.Fatalf("%s: %s %s %q", id, res.Status, res.Code, res.Stdout)
+		}
+	}
+}
+
+// TestDecoyCannotHoldAVictimsID: a message with Nats-Msg-Id of somebody
+// else's job is rejected under its own sequence, and the victim's
+// submission, dropped by the stream as a duplicate, fails with ErrIDTaken
+// instead of waiting forever.
+func TestDecoyCannotHoldAVictimsID(t *testing.T) {
+	nc := connect(t, startServer(t))
+	c := newClient(t, nc)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	w := newWorker(t, nc, testConfig("w1")) // streams exist, nothing runs yet
+
+	decoy := func(victim, body string) uint64 {
+		msg := &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(body), Header: nats.Header{}}
+		msg.Header.Set(jobs.HeaderMsgID, victim)
+		ack, err := js.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	// While the decoys are queued: the stored claim is not the victim's job.
+	seqA := decoy("victim-a", `{"id":"someone-else","code":"print('decoy')"}`)
+	decoy("victim-b", `{"id":"victim-b","code":"print('decoy')"}`)
+	for _, id := range []string{"victim-a", "victim-b"} {
+		_, err := c.Submit(ctx, "", &jobs.Job{ID: id, Code: "print('mine')"})
+		if !errors.Is(err, jobs.ErrIDTaken) {
+			t.Fatalf("%s: submit gave %v, want ErrIDTaken", id, err)
+		}
+	}
+
+	run(t, w)
+	res := waitResult(t, c, "invalid-"+strconv.FormatUint(seqA, 10))
+	if res.Status != jobs.StatusRejected || res.Code != jobs.CodeInvalidID {
+		t.Fatalf("decoy: %s %s", res.Status, res.Code)
+	}
+	waitQueueEmpty(t, js)
+	for _, id := range []string{"victim-a", "someone-else"} {
+		if _, err := c.Lookup(ctx, id); !errors.Is(err, jobs.ErrNoResult) {
+			t.Errorf("%s has a result: %v", id, err)
+		}
+	}
+	// Once the decoy is answered (and gone), the victim still hears why.
+	seqC := decoy("victim-c", `{"id":"other-c","code":"1"}`)
+	waitResult(t, c, "invalid-"+strconv.FormatUint(seqC, 10))
+	waitQueueEmpty(t, js)
+	if _, err := c.Submit(ctx, "", &jobs.Job{ID: "victim-c", Code: "print('mine')"}); !errors.Is(err, jobs.ErrIDTaken) {
+		t.Fatalf("victim-c after the decoy ran: %v, want ErrIDTaken", err)
+	}
+
+	// An honest retry of the same job is a plain duplicate.
+	job := &jobs.Job{ID: "honest", Code: "print('once')"}
+	if res := runJob(t, c, job, jobs.Handlers{}); res.Status != jobs.StatusOK {
+		t.Fatal(res.Status)
+	}
+	sub, err := c.Submit(ctx, "", job)
+	if err != nil || !sub.Duplicate {
+		t.Fatalf("honest retry: %+v %v", sub, err)
+	}
+}
+
+// TestWatchIgnoresForgedAttempts: events claiming to be another attempt
+// or from another worker do not make the watch drop the real output.
+func TestWatchIgnoresForgedAttempts(t *testing.T) {
+	nc := connect(t, startServer(t))
+	startWorker(t, nc, testConfig("w1"))
+	c := newClient(t, nc)
+
+	forge := func(id, attempt, seq, worker, text string) {
+		msg := &nats.Msg{Subject: "eryx.job." + id + ".stdout", Data: []byte(text), Header: nats.Header{}}
+		msg.Header.Set(jobs.HeaderVersion, "1")
+		msg.Header.Set(jobs.HeaderAttempt, attempt)
+		msg.Header.Set(jobs.HeaderSeq, seq)
+		msg.Header.Set(jobs.HeaderWorker, worker)
+		if err := nc.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name  string
+		forge func(id string)
+	}{
+		{"attempt 999", func(id string) { forge(id, "999", "1", "evil", "FORGED\n") }},
+		{"not a number", func(id string) { forge(id, "x", "1", "evil", "FORGED\n") }},
+		{"attempt 1 of another worker", func(id string) { forge(id, "1", "1", "evil", "FORGED\n") }},
+		{"attempt 2 of another worker", func(id string) { forge(id, "2", "1", "evil", "FORGED\n") }},
+		{"attempt 2 mid-sequence", func(id string) { forge(id, "2", "7", "evil", "FORGED\n") }},
+		{"all of them", func(id string) {
+			forge(id, "1", "1", "evil", "FORGED\n")
+			forge(id, "999", "1", "evil", "FORGED\n")
+			forge(id, "3", "1", "evil", "FORGED\n")
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprintf("forged-%d", i)
+			// Forged before the job runs: the watch replays them first, as
+			// it would see them if they raced the real output.
+			tt.forge(id)
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			var got collector
+			res := runJob(t, c, &jobs.Job{ID: id, Code: "print('real one')\nprint('real two')"}, got.handlers())
+			if res.Status != jobs.StatusOK || res.Attempt != 1 || res.Worker != "w1" {
+				t.Fatalf("%s attempt %d by %s", res.Status, res.Attempt, res.Worker)
+			}
+			if out := got.String(); out != "real one\nreal two\n" {
+				t.Errorf("output %q", out)
+			}
+		})
+	}
+}
+
+// TestForgedAdvisoryForAJobAwaitingRedelivery: a job whose worker died is
+// pending but held by nobody until it is redelivered; an advisory about it
+// cannot be confirmed, so it waits, and the job then runs normally.
+func TestForgedAdvisoryForAJobAwaitingRedelivery(t *testing.T) {
+	nc := connect(t, startServer(t))
+	cfg := testConfig("w1")
+	cfg.Concurrency = 1
+	cfg.Policy.Timeout = 120 * time.Second
+	cfg.SimulateCrash = func(job *jobs.Job, attempt int) bool { return job.ID == "crashy" && attempt == 1 }
+	w := newWorker(t, nc, cfg)
+	c := newClient(t, nc)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+
+	// Queued before the worker runs: it takes crashy (and "dies"), then the
+	// blocker, which keeps its only slot so crashy is not redelivered.
+	sub, err := c.Submit(ctx, "", &jobs.Job{ID: "crashy", Code: "print('second try')"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := newOutput()
+	watch, err := c.Watch(ctx, "blocker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(watch.Stop)
+	go func() { _, _ = watch.Wait(ctx, out.handlers()) }()
+	if _, err := c.Submit(ctx, "", &jobs.Job{ID: "blocker", Code: "import time\nprint('running', flush=True)\nwhile True:\n    time.sleep(0.02)"}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, w)
+	waitFirstOutput(t, out)
+
+	data, _ := json.Marshal(map[string]any{"stream": "ERYX_JOBS", "consumer": "workers-default", "stream_seq": sub.Sequence, "deliveries": 3})
+	if err := nc.Publish(jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default"), data); err != nil {
+		t.Fatal(err)
+	}
+	advCons, err := js.Consumer(ctx, "ERYX_ADVISORIES", "dlq-workers-default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Looked at twice: undecided the first time, put back, looked at again.
+	waitFor(t, "the advisory to be checked twice", func() bool {
+		info, err := advCons.Info(ctx)
+		return err == nil && info.Delivered.Consumer >= 2
+	})
+	if n := streamInfo(t, js, "ERYX_DLQ").State.Msgs; n != 0 {
+		t.Fatalf("the job awaiting redelivery was dead-lettered (%d)", n)
+	}
+	if err := c.Cancel(ctx, "blocker", ""); err != nil {
+		t.Fatal(err)
+	}
+	if res := waitResult(t, c, "crashy"); res.Status != jobs.StatusOK || res.Attempt != 2 {
+		t.Fatalf("crashy: %s %s attempt %d", res.Status, res.Code, res.Attempt)
+	}
+	waitFor(t, "the advisory to be dropped", func() bool {
+		return streamInfo(t, js, "ERYX_ADVISORIES").State.Msgs == 0
+	})
+}
