@@ -96,9 +96,9 @@ func TestHostCallFloodIsBounded(t *testing.T) {
 		{
 			// Row 1 with an operation that is served: each payload is
 			// copied and held until the job ends.
-			name: "held payloads",
-			opts: sandbox.ExecOptions{Limits: lim, Host: holdHost{}},
-			code: "import _eryxhost\nb = b'A' * (1 << 20)\nfor i in range(300):\n    _eryxhost.call('test.hold', b)\n",
+			name:   "held payloads",
+			opts:   sandbox.ExecOptions{Limits: lim, Host: holdHost{}},
+			code:   "import _eryxhost\nb = b'A' * (1 << 20)\nfor i in range(300):\n    _eryxhost.call('test.hold', b)\n",
 			limits: []string{sandbox.LimitHostCallBytes}, unbounded: 300 * mib,
 		},
 		{
@@ -112,23 +112,23 @@ func TestHostCallFloodIsBounded(t *testing.T) {
 		{
 			// Without any host handler, the refusals are answered, and
 			// the answers the guest never collects are counted.
-			name: "uncollected refusals",
-			opts: sandbox.ExecOptions{Limits: lim},
-			code: "import _eryxhost\nb = b'A' * (1 << 20)\nfor i in range(300):\n    _eryxhost.call('net.nope', b)\n",
+			name:   "uncollected refusals",
+			opts:   sandbox.ExecOptions{Limits: lim},
+			code:   "import _eryxhost\nb = b'A' * (1 << 20)\nfor i in range(300):\n    _eryxhost.call('net.nope', b)\n",
 			limits: []string{sandbox.LimitHostCalls},
 		},
 		{
 			// Row 2: concurrent callbacks with large arguments.
-			name: "concurrent callbacks",
-			opts: sandbox.ExecOptions{Limits: lim, Callbacks: testCallbacks(new(atomic.Int64))},
-			code: "import asyncio\npad = 'A' * 900_000\nawait asyncio.gather(*[invoke('slow', ms=60_000, pad=pad) for _ in range(1000)])\n",
+			name:   "concurrent callbacks",
+			opts:   sandbox.ExecOptions{Limits: lim, Callbacks: testCallbacks(new(atomic.Int64))},
+			code:   "import asyncio\npad = 'A' * 900_000\nawait asyncio.gather(*[invoke('slow', ms=60_000, pad=pad) for _ in range(1000)])\n",
 			limits: []string{sandbox.LimitHostCallBytes}, unbounded: 1000 * 900_000,
 		},
 		{
 			// Many small concurrent calls: the count is bounded too.
-			name: "many small callbacks",
-			opts: sandbox.ExecOptions{Limits: lim, Callbacks: testCallbacks(new(atomic.Int64))},
-			code: "import asyncio\nawait asyncio.gather(*[slow(ms=60_000) for _ in range(1000)])\n",
+			name:   "many small callbacks",
+			opts:   sandbox.ExecOptions{Limits: lim, Callbacks: testCallbacks(new(atomic.Int64))},
+			code:   "import asyncio\nawait asyncio.gather(*[slow(ms=60_000) for _ in range(1000)])\n",
 			limits: []string{sandbox.LimitHostCalls},
 		},
 	}
