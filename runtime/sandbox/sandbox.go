@@ -252,6 +252,16 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	close(done)
 	<-watchdogDone
 	st.calls.close()
+	select {
+	case <-st.limitHit:
+		// The code may have finished before the watchdog stopped it (its
+		// refused calls need not raise): the budget it exceeded still
+		// decides the outcome, unless a timeout or cancel came first.
+		if st.reason == nil {
+			st.reason, st.cause = ErrLimitExceeded, st.limit
+		}
+	default:
+	}
 
 	res := &Result{
 		Stdout:          capt.stdout.String(),
