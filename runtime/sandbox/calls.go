@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -180,14 +181,19 @@ func (h *hostCalls) startDone(err error) int32 {
 }
 
 func (h *hostCalls) complete(pc *pendingCall, out []byte, err error) {
+	if err == nil && len(out) > h.lim.HostCallBytes {
+		// Not even worth encoding: it could never be held.
+		err = &LimitError{Limit: LimitHostCallBytes, Max: int64(h.lim.HostCallBytes), Want: int64(len(out))}
+		out = nil
+	}
 	var reply []byte
 	if err != nil {
-		reply, _ = json.Marshal(callReply{Error: toCallbackError(err)})
+		reply = encodeReply(callReply{Error: toCallbackError(err)})
 	} else {
 		if len(out) == 0 {
 			out = []byte("null")
 		}
-		reply, _ = json.Marshal(callReply{OK: out})
+		reply = encodeReply(callReply{OK: out})
 	}
 	h.mu.Lock()
 	h.held -= pc.size
@@ -195,10 +201,12 @@ func (h *hostCalls) complete(pc *pendingCall, out []byte, err error) {
 		h.running--
 	}
 	var over *LimitError
-	if h.held+len(reply) > h.lim.HostCallBytes {
+	if errors.As(err, &over) || h.held+len(reply) > h.lim.HostCallBytes {
 		// The reply would be held beyond the budget: drop it.
-		over = &LimitError{Limit: LimitHostCallBytes, Max: int64(h.lim.HostCallBytes), Want: int64(h.held + len(reply))}
-		reply, _ = json.Marshal(callReply{Error: &CallbackError{Type: "eryx.LimitExceeded", Message: over.Error()}})
+		if over == nil {
+			over = &LimitError{Limit: LimitHostCallBytes, Max: int64(h.lim.HostCallBytes), Want: int64(h.held + len(reply))}
+		}
+		reply = encodeReply(callReply{Error: &CallbackError{Type: "eryx.LimitExceeded", Message: over.Error()}})
 		h.failed = true
 	}
 	pc.size = len(reply)
@@ -217,6 +225,16 @@ func (h *hostCalls) complete(pc *pendingCall, out []byte, err error) {
 	for _, c := range next {
 		h.goRun(c)
 	}
+}
+
+// encodeReply encodes a reply without HTML escaping, so that a reply is
+// never much larger than the result it carries.
+func encodeReply(r callReply) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(r) // a RawMessage already checked valid, a CallbackError
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // reply returns a finished call's reply and forgets the call, or the
