@@ -47,7 +47,9 @@ func TestHostFloodsEndOnlyTheFloodingJob(t *testing.T) {
 	startWorker(t, nc, cfg)
 	c := newClient(t, nc)
 
-	ordinary := func(id string) *jobs.Job { return &jobs.Job{ID: id, Code: "result = sum(range(1000))", Callbacks: []string{}} }
+	ordinary := func(id string) *jobs.Job {
+		return &jobs.Job{ID: id, Code: "result = sum(range(1000))", Callbacks: []string{}}
+	}
 	runAll := func(js []*jobs.Job) map[string]*jobs.Result {
 		var mu sync.Mutex
 		out := make(map[string]*jobs.Result)
