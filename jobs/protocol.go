@@ -78,6 +78,13 @@ type Result struct {
 	// OutputTruncated flags that the code wrote more than the worker's
 	// output limit and the rest was dropped (from both streams).
 	OutputTruncated bool `json:"output_truncated,omitempty"`
+	// TraceTruncated flags that trace events were dropped: the job went
+	// over the worker's trace limits (the last trace event then has kind
+	// "truncated"), or an event was too large.
+	TraceTruncated bool `json:"trace_truncated,omitempty"`
+	// Limit names the host-side budget that stopped the job (its error is
+	// then eryx.LimitExceeded): see docs/protocol.md.
+	Limit string `json:"limit,omitempty"`
 
 	// Result is the JSON value of the code's `result` variable, if any.
 	Result json.RawMessage `json:"result,omitempty"`

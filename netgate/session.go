@@ -110,6 +110,16 @@ func (s *Session) closeAll() {
 	}
 }
 
+// HostOp implements sandbox.HostHandler: the runtime refuses any other
+// operation, and larger payloads, before copying them out of the guest.
+func (s *Session) HostOp(op string) (int, bool) {
+	switch op {
+	case OpResolve, OpConnect, OpStartTLS, OpSend, OpRecv, OpShutdown, OpClose:
+		return maxPayload, true
+	}
+	return 0, false
+}
+
 // HostCall implements sandbox.HostHandler.
 func (s *Session) HostCall(ctx context.Context, op string, payload []byte) ([]byte, error) {
 	// The context ends with the execution: that is when everything goes.

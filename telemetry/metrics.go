@@ -34,6 +34,7 @@ type Metrics struct {
 	deadLetters   prometheus.Counter
 	advRejected   prometheus.Counter
 	netRefusals   *prometheus.CounterVec
+	limits        *prometheus.CounterVec
 
 	pool *poolCollector
 
@@ -54,6 +55,7 @@ const (
 	MetricDLQ              = "eryx_dlq_entries_total"
 	MetricAdvRejected      = "eryx_dlq_advisories_rejected_total"
 	MetricNetRefusals      = "eryx_network_refusals_total"
+	MetricLimitExceeded    = "eryx_job_limit_exceeded_total"
 )
 
 // maxCallbackNames bounds the callback label's cardinality. Callback names
@@ -64,6 +66,12 @@ const maxCallbackNames = 64
 
 // OtherCallback is the callback label value once maxCallbackNames is reached.
 const OtherCallback = "other"
+
+// UnknownCallback is the callback label of invocations of names that are
+// not in the catalogue. Callers must pass it for any name they have not
+// found in the catalogue: it never takes one of the maxCallbackNames
+// places, so made-up names cannot push real ones out to "other".
+const UnknownCallback = "(unknown)"
 
 // Job durations run from milliseconds (a print) to the execution timeout
 // (minutes), so the buckets are roughly logarithmic up to 10 minutes.
@@ -116,12 +124,16 @@ func NewMetrics() *Metrics {
 			Name: MetricNetRefusals,
 			Help: "Outbound connections from sandboxes refused by the network gateway, by reason.",
 		}, []string{"reason"}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricLimitExceeded,
+			Help: "Jobs stopped for exceeding a host-side budget, by limit.",
+		}, []string{"limit"}),
 		pool:          newPoolCollector(),
 		callbackNames: make(map[string]struct{}),
 	}
 	m.reg.MustRegister(
 		m.jobs, m.queueWait, m.execution, m.sandboxes, m.callbacks,
-		m.cancellations, m.deadLetters, m.advRejected, m.netRefusals, m.pool,
+		m.cancellations, m.deadLetters, m.advRejected, m.netRefusals, m.limits, m.pool,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -184,6 +196,7 @@ func (m *Metrics) SandboxCreated() {
 }
 
 // Callback records one callback invocation's latency; err is its outcome.
+// name must be a catalogue name, or UnknownCallback.
 func (m *Metrics) Callback(name string, d time.Duration, err error) {
 	if m == nil {
 		return
@@ -196,6 +209,9 @@ func (m *Metrics) Callback(name string, d time.Duration, err error) {
 }
 
 func (m *Metrics) callbackLabel(name string) string {
+	if name == UnknownCallback {
+		return name
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.callbackNames[name]; ok {
@@ -214,6 +230,15 @@ func (m *Metrics) JobCancelled() {
 		return
 	}
 	m.cancellations.Inc()
+}
+
+// LimitExceeded counts a job stopped for exceeding the named host-side
+// budget (a fixed set of names from the runtime).
+func (m *Metrics) LimitExceeded(limit string) {
+	if m == nil {
+		return
+	}
+	m.limits.WithLabelValues(limit).Inc()
 }
 
 // DeadLettered counts one job moved to the dead-letter queue.

@@ -163,6 +163,49 @@ func TestCallbackLabelBounded(t *testing.T) {
 	}
 }
 
+// TestUnknownCallbacksCannotEvictRealOnes is issue 10's row 8: a job
+// invoking many made-up names (counted under UnknownCallback by the
+// caller) leaves every place of the bounded label set to real callbacks.
+func TestUnknownCallbacksCannotEvictRealOnes(t *testing.T) {
+	m := NewMetrics()
+	for range 10 * maxCallbackNames {
+		m.Callback(UnknownCallback, time.Millisecond, errors.New("unknown"))
+	}
+	for i := range maxCallbackNames {
+		m.Callback(fmt.Sprintf("real%d", i), time.Millisecond, nil)
+	}
+	families := scrape(t, m)
+	if c := histCount(sample(t, families, MetricCallbackDuration, map[string]string{"callback": UnknownCallback, "outcome": "error"})); c != 10*maxCallbackNames {
+		t.Errorf("unknown = %v, want %d", c, 10*maxCallbackNames)
+	}
+	for i := range maxCallbackNames {
+		name := fmt.Sprintf("real%d", i)
+		if c := histCount(sample(t, families, MetricCallbackDuration, map[string]string{"callback": name})); c != 1 {
+			t.Errorf("%s = %v, want 1", name, c)
+		}
+	}
+	for _, s := range families[MetricCallbackDuration].GetMetric() {
+		for _, l := range s.GetLabel() {
+			if l.GetName() == "callback" && l.GetValue() == OtherCallback {
+				t.Errorf("a real callback was counted as %q", OtherCallback)
+			}
+		}
+	}
+}
+
+func TestLimitExceededCounted(t *testing.T) {
+	m := NewMetrics()
+	m.LimitExceeded("host_calls")
+	m.LimitExceeded("host_calls")
+	m.LimitExceeded("host_call_bytes")
+	families := scrape(t, m)
+	for limit, want := range map[string]float64{"host_calls": 2, "host_call_bytes": 1} {
+		if v := counter(sample(t, families, MetricLimitExceeded, map[string]string{"limit": limit})); v != want {
+			t.Errorf("%s = %v, want %v", limit, v, want)
+		}
+	}
+}
+
 func TestNilMetrics(t *testing.T) {
 	var m *Metrics
 	m.JobFinished("x")
@@ -172,6 +215,7 @@ func TestNilMetrics(t *testing.T) {
 	m.Callback("x", time.Second, nil)
 	m.JobCancelled()
 	m.DeadLettered()
+	m.LimitExceeded("x")
 	m.NetworkRefused("x")
 	m.SetPoolStats(nil)
 	if m.Registry() != nil {

@@ -290,6 +290,13 @@ func (c *Catalogue) Entries(ctx context.Context) ([]Entry, error) {
 	return out, nil
 }
 
+// Has reports whether name is in the catalogue as last discovered, without
+// refreshing it: what metrics may label with.
+func (c *Catalogue) Has(name string) bool {
+	_, ok := c.lookup(name)
+	return ok
+}
+
 func (c *Catalogue) lookup(name string) (*Entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -25,6 +25,10 @@ type Config struct {
 	ExecTimeout     time.Duration `envconfig:"EXEC_TIMEOUT" default:"30s" desc:"default and maximum run time of a job"`
 	MemoryLimit     ByteSize      `envconfig:"MEMORY_LIMIT" default:"128MiB" desc:"default and maximum memory of a job"`
 	OutputLimit     ByteSize      `envconfig:"OUTPUT_LIMIT" default:"1MiB" desc:"stdout+stderr kept per job; the rest is dropped"`
+	TraceLimit      ByteSize      `envconfig:"TRACE_LIMIT" default:"4MiB" desc:"trace event bytes published per job; the rest is dropped"`
+	TraceEvents     int           `envconfig:"TRACE_EVENTS" default:"10000" desc:"trace events published per job; the rest are dropped"`
+	HostCalls       int           `envconfig:"HOST_CALLS" default:"256" desc:"host calls (callbacks, network) a job may have pending; more ends the job"`
+	HostCallBytes   ByteSize      `envconfig:"HOST_CALL_BYTES" default:"16MiB" desc:"bytes a job's pending host calls may hold on the host; more ends the job"`
 	MaxJobBytes     ByteSize      `envconfig:"MAX_JOB_BYTES" default:"1MiB" desc:"largest job message (capped by the server's max_payload)"`
 	MaxCodeBytes    ByteSize      `envconfig:"MAX_CODE_BYTES" default:"1MiB" desc:"largest code of a job"`
 	AckWait         time.Duration `envconfig:"ACK_WAIT" default:"30s" desc:"silence after which a job is given to another worker"`
@@ -74,6 +78,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ERYX_EVENTS_MAX_PER_JOB must be at least 1, not %d", c.EventsPerJob)
 	case c.EventsMaxBytes < 1<<20 || c.ResultsMaxBytes < 1<<20:
 		return fmt.Errorf("ERYX_EVENTS_MAX_BYTES and ERYX_RESULTS_MAX_BYTES must be at least 1MiB")
+	case c.TraceEvents < 1 || c.HostCalls < 1:
+		return fmt.Errorf("ERYX_TRACE_EVENTS and ERYX_HOST_CALLS must be at least 1")
+	case c.TraceLimit < 1 || c.HostCallBytes < 1:
+		return fmt.Errorf("ERYX_TRACE_LIMIT and ERYX_HOST_CALL_BYTES must be at least 1 byte")
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("ERYX_LOG_FORMAT must be text or json, not %q", c.LogFormat)
 	}

@@ -229,6 +229,10 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 		Network:       gateway,
 		Concurrency:   cfg.PoolSize,
 		OutputBytes:   int(cfg.OutputLimit),
+		HostCalls:     cfg.HostCalls,
+		HostCallBytes: int(cfg.HostCallBytes),
+		TraceEvents:   cfg.TraceEvents,
+		TraceBytes:    int(cfg.TraceLimit),
 		AckWait:       cfg.AckWait,
 		MaxDeliver:    cfg.MaxDeliver,
 		DrainTimeout:  cfg.DrainTimeout,
@@ -247,7 +251,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			Logger: log,
 		})
 		defer cat.Close()
-		wcfg.Callbacks = timedCallbacks{inner: cat, observe: metrics.Callback}
+		wcfg.Callbacks = timedCallbacks{inner: cat, known: cat.Has, observe: metrics.Callback}
 	}
 	w, err := worker.New(ctx, nc, sandboxes, wcfg)
 	if err != nil {
@@ -337,8 +341,11 @@ func traceJob(tel *telemetry.Telemetry, consumer string) func(context.Context, j
 }
 
 // timedCallbacks records every invocation's latency and outcome by name.
+// Names come from job code: only those in the catalogue (known) become
+// labels, all others are counted as telemetry.UnknownCallback.
 type timedCallbacks struct {
 	inner   sandbox.Callbacks
+	known   func(name string) bool
 	observe func(name string, d time.Duration, err error)
 }
 
@@ -349,6 +356,10 @@ func (t timedCallbacks) List(ctx context.Context) ([]sandbox.CallbackSpec, error
 func (t timedCallbacks) Invoke(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error) {
 	start := time.Now()
 	out, err := t.inner.Invoke(ctx, name, args)
-	t.observe(name, time.Since(start), err)
+	label := name
+	if !t.known(name) {
+		label = telemetry.UnknownCallback
+	}
+	t.observe(label, time.Since(start), err)
 	return out, err
 }

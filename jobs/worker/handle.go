@@ -237,10 +237,14 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 	events := newEventPublisher(w.nc, w.cfg.Subjects, d.id, d.attempt, w.cfg.ID)
 	opts := sandbox.ExecOptions{
 		Limits: sandbox.Limits{
-			Timeout:     plan.Timeout,
-			MemoryBytes: plan.MemoryBytes,
-			OutputBytes: w.cfg.OutputBytes,
-			CodeBytes:   w.cfg.Policy.MaxCodeBytes,
+			Timeout:       plan.Timeout,
+			MemoryBytes:   plan.MemoryBytes,
+			OutputBytes:   w.cfg.OutputBytes,
+			CodeBytes:     w.cfg.Policy.MaxCodeBytes,
+			HostCalls:     w.cfg.HostCalls,
+			HostCallBytes: w.cfg.HostCallBytes,
+			TraceEvents:   w.cfg.TraceEvents,
+			TraceBytes:    w.cfg.TraceBytes,
 		},
 		OnOutput:       events.output,
 		Callbacks:      allowCallbacks(w.cfg.Callbacks, job.Callbacks),
@@ -311,6 +315,15 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 		return nil
 	}
 	res := resultFromSandbox(sres)
+	if sres.Limit != nil {
+		d.log.Warn("job stopped: limit exceeded", "limit", sres.Limit.Limit, "max", sres.Limit.Max, "want", sres.Limit.Want)
+		if w.cfg.Observer != nil {
+			w.cfg.Observer.LimitExceeded(sres.Limit.Limit)
+		}
+	}
+	if sres.TraceTruncated {
+		d.log.Info("trace truncated")
+	}
 	if res.Status == jobs.StatusCancelled {
 		res.Reason = "cancelled by request"
 	}
@@ -337,6 +350,7 @@ func resultFromSandbox(r *sandbox.Result) *jobs.Result {
 		Stdout:          r.Stdout,
 		Stderr:          r.Stderr,
 		OutputTruncated: r.OutputTruncated,
+		TraceTruncated:  r.TraceTruncated,
 		Result:          r.Value,
 		ResultError:     r.ValueError,
 		ExitCode:        r.ExitCode,
@@ -367,6 +381,11 @@ func resultFromSandbox(r *sandbox.Result) *jobs.Result {
 		res.Status = jobs.StatusTimeout
 	case sandbox.StatusCancelled:
 		res.Status = jobs.StatusCancelled
+	case sandbox.StatusLimit:
+		res.Status = jobs.StatusError
+		if r.Limit != nil {
+			res.Limit = r.Limit.Limit
+		}
 	default: // crashed, or a status this worker does not know
 		res.Status = jobs.StatusError
 		if res.Error == nil {

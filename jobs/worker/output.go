@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"sync"
@@ -124,16 +125,29 @@ func (p *eventPublisher) flush() {
 	}
 }
 
+// publishTrace publishes one trace event. The runtime has counted the
+// event against the job's trace limits by its size as the guest reported
+// it; encoding without HTML escaping keeps the published event no larger.
 func (p *eventPublisher) publishTrace(ev *sandbox.TraceEvent) {
-	raw, err := json.Marshal(ev)
+	raw, err := marshalNoEscape(ev)
 	if err != nil {
 		return
 	}
-	doc, err := json.Marshal(jobs.TraceEvent{V: jobs.Version, Attempt: p.attempt, Seq: p.seq + 1, Event: raw})
+	doc, err := marshalNoEscape(jobs.TraceEvent{V: jobs.Version, Attempt: p.attempt, Seq: p.seq + 1, Event: raw})
 	if err != nil {
 		return
 	}
 	p.publish(jobs.EventTrace, doc)
+}
+
+func marshalNoEscape(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // publish sends one event with core NATS: the events stream captures it,

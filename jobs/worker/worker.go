@@ -34,6 +34,9 @@ type Observer interface {
 	Execution(d time.Duration)
 	JobCancelled()
 	DeadLettered()
+	// LimitExceeded counts a job stopped for exceeding a host-side budget
+	// (sandbox.LimitHostCalls, ...).
+	LimitExceeded(limit string)
 }
 
 // Worker defaults.
@@ -61,6 +64,11 @@ type Config struct {
 	Concurrency int
 	// OutputBytes caps a job's stdout+stderr (sandbox default if zero).
 	OutputBytes int
+	// HostCalls and HostCallBytes cap a job's pending host calls and the
+	// bytes they hold; TraceEvents and TraceBytes its trace (sandbox
+	// defaults if zero; see sandbox.Limits).
+	HostCalls, HostCallBytes int
+	TraceEvents, TraceBytes  int
 	// AckWait is how long a delivery may go without an ack or a heartbeat
 	// before the server gives the job to another worker.
 	AckWait time.Duration

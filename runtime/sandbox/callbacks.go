@@ -144,13 +144,18 @@ func (l CallbackLimits) withDefaults() CallbackLimits {
 // operation's own encoding. It runs on its own goroutine; ctx ends with the
 // execution.
 type HostHandler interface {
+	// HostOp says whether op is served and the largest payload it takes:
+	// other calls are refused before anything is copied out of the guest.
+	HostOp(op string) (maxPayload int, ok bool)
 	HostCall(ctx context.Context, op string, payload []byte) ([]byte, error)
 }
 
 // TraceEvent is one event of an execution's trace (ExecOptions.OnTrace).
 type TraceEvent struct {
 	// Kind is line, call, return, exception, callback_start, callback_end,
-	// or network_refused (Callback is then the host, Error the reason).
+	// network_refused (Callback is then the host, Error the reason), or
+	// truncated (TraceTruncatedKind: the last event of a trace that went
+	// over its limits; Error says which).
 	Kind string `json:"kind"`
 	// Line is the line in the user's code.
 	Line int `json:"line"`

@@ -12,6 +12,15 @@ const (
 	DefaultOutputBytes = 1 << 20
 	DefaultCodeBytes   = 1 << 20
 	DefaultTmpBytes    = 16 << 20
+	// Host-side budgets: what the guest can make the host hold for it
+	// (see "Host allowance" in docs/operations.md).
+	DefaultHostCalls        = 256
+	DefaultHostCallBytes    = 16 << 20
+	DefaultHostCallsRunning = 16
+	DefaultTraceEvents      = 10_000
+	DefaultTraceBytes       = 4 << 20
+	// MaxTraceEventBytes bounds one trace event; larger ones are dropped.
+	MaxTraceEventBytes = 64 << 10
 	// MaxMemoryBytes is the most any sandbox may be given (wasm32 addresses
 	// at most 4 GiB; keeping well below bounds a host's exposure).
 	MaxMemoryBytes = 2 << 30
@@ -36,6 +45,23 @@ type Limits struct {
 	// TmpBytes caps the data the code can write to its private, in-memory
 	// /tmp (host memory, so it is bounded separately). Fixed per sandbox.
 	TmpBytes int
+	// HostCalls caps the host calls (callbacks, network operations) pending
+	// at once: started by the guest and not yet collected, whether queued,
+	// running or answered. Exceeding it ends the execution (LimitError).
+	HostCalls int
+	// HostCallBytes caps the host memory those calls hold: the payloads of
+	// queued and running calls plus the replies not yet collected. A call
+	// is checked before its payload is copied out of the guest. Exceeding
+	// it ends the execution (LimitError).
+	HostCallBytes int
+	// HostCallsRunning caps the host calls running at once; later ones
+	// wait, queued, for a free slot.
+	HostCallsRunning int
+	// TraceEvents and TraceBytes cap the trace events delivered to
+	// ExecOptions.OnTrace; the rest are dropped, a final "truncated" event
+	// is delivered and Result.TraceTruncated is set.
+	TraceEvents int
+	TraceBytes  int
 }
 
 // withDefaults returns l with zero fields replaced by the defaults.
@@ -54,6 +80,21 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.TmpBytes == 0 {
 		l.TmpBytes = DefaultTmpBytes
+	}
+	if l.HostCalls == 0 {
+		l.HostCalls = DefaultHostCalls
+	}
+	if l.HostCallBytes == 0 {
+		l.HostCallBytes = DefaultHostCallBytes
+	}
+	if l.HostCallsRunning == 0 {
+		l.HostCallsRunning = DefaultHostCallsRunning
+	}
+	if l.TraceEvents == 0 {
+		l.TraceEvents = DefaultTraceEvents
+	}
+	if l.TraceBytes == 0 {
+		l.TraceBytes = DefaultTraceBytes
 	}
 	return l
 }
@@ -74,6 +115,10 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("%w: negative code size limit", ErrInvalidLimits)
 	case l.TmpBytes < 0:
 		return fmt.Errorf("%w: negative /tmp size limit", ErrInvalidLimits)
+	case l.HostCalls < 0 || l.HostCallBytes < 0 || l.HostCallsRunning < 0:
+		return fmt.Errorf("%w: negative host call limit", ErrInvalidLimits)
+	case l.TraceEvents < 0 || l.TraceBytes < 0:
+		return fmt.Errorf("%w: negative trace limit", ErrInvalidLimits)
 	}
 	return nil
 }

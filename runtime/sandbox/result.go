@@ -3,6 +3,7 @@ package sandbox
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -25,7 +26,30 @@ var (
 	ErrBusy = errors.New("sandbox: busy")
 	// ErrGuestCrashed: the interpreter died (a wasm trap); the sandbox is gone.
 	ErrGuestCrashed = errors.New("sandbox: guest crashed")
+	// ErrLimitExceeded: the execution was stopped for exceeding a host-side
+	// budget; the error also wraps the *LimitError naming it.
+	ErrLimitExceeded = errors.New("sandbox: limit exceeded")
 )
+
+// Names of the limits a LimitError reports (part of the job protocol).
+const (
+	LimitHostCalls     = "host_calls"      // Limits.HostCalls
+	LimitHostCallBytes = "host_call_bytes" // Limits.HostCallBytes
+)
+
+// LimitError names the budget an execution exceeded.
+type LimitError struct {
+	Limit string // one of the Limit* names
+	Max   int64  // the limit
+	Want  int64  // what the execution would have needed
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("limit %s exceeded: %d needed, %d allowed", e.Limit, e.Want, e.Max)
+}
+
+// Is makes errors.Is(err, ErrLimitExceeded) hold for a *LimitError alone.
+func (e *LimitError) Is(target error) bool { return target == ErrLimitExceeded }
 
 // Status is the outcome of an execution.
 type Status string
@@ -37,6 +61,9 @@ const (
 	StatusTimeout   Status = "timeout"   // it exceeded Limits.Timeout
 	StatusCancelled Status = "cancelled" // the caller cancelled it
 	StatusCrashed   Status = "crashed"   // the interpreter itself died
+	// StatusLimit: the execution was stopped for exceeding a host-side
+	// budget (Result.Limit).
+	StatusLimit Status = "limit_exceeded"
 )
 
 // PythonError describes an exception raised by the user's code.
@@ -70,6 +97,11 @@ type Result struct {
 	Stderr string `json:"stderr"`
 	// OutputTruncated is true when output beyond Limits.OutputBytes was dropped.
 	OutputTruncated bool `json:"output_truncated,omitempty"`
+	// TraceTruncated is true when trace events were dropped (over
+	// Limits.TraceEvents or TraceBytes, or one above MaxTraceEventBytes).
+	TraceTruncated bool `json:"trace_truncated,omitempty"`
+	// Limit is the budget that stopped the execution (StatusLimit).
+	Limit *LimitError `json:"limit,omitempty"`
 	// Value is the JSON of the code's `result` variable, if it set one.
 	Value json.RawMessage `json:"result,omitempty"`
 	// ValueError explains why `result` could not be returned as JSON.

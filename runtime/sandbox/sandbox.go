@@ -234,8 +234,9 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	capt := newCapture(lim.OutputBytes, opts.OnOutput)
 	sb.setCapture(capt)
 	defer sb.setCapture(nil)
-	st := &execState{sb: sb, interrupt: make(chan struct{}), opts: opts}
-	st.calls = newHostCalls(ctx, opts)
+	st := &execState{sb: sb, interrupt: make(chan struct{}), opts: opts, limitHit: make(chan struct{}),
+		trace: traceBudget{maxEvents: lim.TraceEvents, maxBytes: lim.TraceBytes}}
+	st.calls = newHostCalls(ctx, opts, lim, st.exceeded)
 	sb.mem.setLimit(lim.MemoryBytes)
 	sb.pkgs.set(opts.Packages)
 	sb.mem.failed.Store(false)
@@ -251,11 +252,22 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	close(done)
 	<-watchdogDone
 	st.calls.close()
+	select {
+	case <-st.limitHit:
+		// The code may have finished before the watchdog stopped it (its
+		// refused calls need not raise): the budget it exceeded still
+		// decides the outcome, unless a timeout or cancel came first.
+		if st.reason == nil {
+			st.reason, st.cause = ErrLimitExceeded, st.limit
+		}
+	default:
+	}
 
 	res := &Result{
 		Stdout:          capt.stdout.String(),
 		Stderr:          capt.stderr.String(),
 		OutputTruncated: capt.truncated,
+		TraceTruncated:  st.trace.truncated,
 		Stats: Stats{
 			Duration:        time.Since(start),
 			PeakMemoryBytes: sb.mem.peak(),
@@ -306,6 +318,8 @@ func (sb *Sandbox) watchdog(ctx context.Context, st *execState, timeout time.Dur
 		return
 	case <-timer.C:
 		st.reason = ErrTimeout
+	case <-st.limitHit:
+		st.reason, st.cause = ErrLimitExceeded, st.limit
 	case <-ctx.Done():
 		st.reason = ErrCancelled
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -347,8 +361,13 @@ func (sb *Sandbox) finish(ctx context.Context, st *execState, res *Result, callE
 	}
 	if st.reason != nil {
 		res.Status = StatusCancelled
-		if errors.Is(st.reason, ErrTimeout) {
+		switch {
+		case errors.Is(st.reason, ErrTimeout):
 			res.Status = StatusTimeout
+		case errors.Is(st.reason, ErrLimitExceeded):
+			res.Status, res.Limit = StatusLimit, st.limit
+			res.Error = &PythonError{Type: "eryx.LimitExceeded", Message: st.limit.Error()}
+			return res, st.limit
 		}
 		return res, interruptErr(st.reason, st.cause)
 	}
@@ -422,6 +441,21 @@ func mergeLimits(base, over Limits) Limits {
 	if over.TmpBytes != 0 {
 		base.TmpBytes = over.TmpBytes
 	}
+	if over.HostCalls != 0 {
+		base.HostCalls = over.HostCalls
+	}
+	if over.HostCallBytes != 0 {
+		base.HostCallBytes = over.HostCallBytes
+	}
+	if over.HostCallsRunning != 0 {
+		base.HostCallsRunning = over.HostCallsRunning
+	}
+	if over.TraceEvents != 0 {
+		base.TraceEvents = over.TraceEvents
+	}
+	if over.TraceBytes != 0 {
+		base.TraceBytes = over.TraceBytes
+	}
 	return base.withDefaults()
 }
 
@@ -445,6 +479,20 @@ type execState struct {
 	cause     error         // the context's error, if that was the trigger
 	outcome   []byte
 	snapshot  []byte // session state reported by a snapshot operation
+	trace     traceBudget
+
+	limitOnce sync.Once
+	limit     *LimitError   // the budget exceeded first; set before limitHit closes
+	limitHit  chan struct{} // closed when a budget is exceeded: the watchdog stops the execution
+}
+
+// exceeded ends the execution for exceeding a budget; the first one counts.
+// Safe from any goroutine.
+func (st *execState) exceeded(le *LimitError) {
+	st.limitOnce.Do(func() {
+		st.limit = le
+		close(st.limitHit)
+	})
 }
 
 type stateKey struct{}
