@@ -569,20 +569,28 @@ func TestDiscoveryIsBounded(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	tools := len(toolsService().Callbacks)
 	want := map[string]int{
 		catalogue.IgnoredInfoBytes: 1,
 		catalogue.IgnoredService:   3,
-		// flood00..flood04 take 100 each (500 with tools' sorted after
-		// them: tools comes last and finds the catalogue full).
-		catalogue.IgnoredPerService: 5 * 3900,
-		catalogue.IgnoredTotal:      15*4000 + len(toolsService().Callbacks),
+		// The small services come first: tools is kept whole, then
+		// flood00..flood03 take 100 each and flood04 what is left.
+		catalogue.IgnoredPerService: 4 * 3900,
+		catalogue.IgnoredTotal:      15*4000 + 4000 - (100 - tools),
 	}
 	if fmt.Sprint(ignored) != fmt.Sprint(want) {
 		t.Fatalf("ignored %v, want %v", ignored, want)
 	}
+	kept := 0
 	for _, sp := range specs {
 		if strings.HasPrefix(sp.Name, "refused.") || strings.HasPrefix(sp.Name, "huge.") {
 			t.Fatalf("%s is in the catalogue", sp.Name)
 		}
+		if !strings.HasPrefix(sp.Name, "flood") {
+			kept++
+		}
+	}
+	if kept != tools {
+		t.Fatalf("%d of tools' %d callbacks kept: the flood crowded them out", kept, tools)
 	}
 }

@@ -151,16 +151,30 @@ func (w *warnings) done() []string {
 // same NATS are never reachable from sandboxed code, and no announcement
 // can make the worker send requests elsewhere (e.g. to $JS.API).
 //
-// Replies are taken in the order of service name and instance id, and
-// endpoints by callback name, so that every worker keeps the same
-// callbacks when the bounds (lim) cut some off. It returns the entries,
+// Replies are taken smallest first (by the number of callbacks they
+// announce), then by service name and instance id, and endpoints by
+// callback name: every worker keeps the same callbacks when the bounds
+// (lim) cut some off, and a service announcing thousands of callbacks
+// cannot crowd out the ordinary ones announced beside it. It returns the entries,
 // the warnings, and how many callbacks were ignored by reason.
 func build(infos []micro.Info, prefix string, lim limits) (map[string]*Entry, []string, map[string]int) {
 	subjPrefix := callbacks.SubjectPrefix(prefix)
 	out := map[string]*Entry{}
 	ignored := map[string]int{}
 	var warn warnings
+	announced := func(info micro.Info) int {
+		n := 0
+		for _, ep := range info.Endpoints {
+			if ep.Metadata[callbacks.MetaCallback] != "" {
+				n++
+			}
+		}
+		return n
+	}
 	slices.SortFunc(infos, func(a, b micro.Info) int {
+		if c := announced(a) - announced(b); c != 0 {
+			return c
+		}
 		if c := strings.Compare(a.Name, b.Name); c != 0 {
 			return c
 		}

@@ -37,10 +37,13 @@ type kvSessions struct{ s *kvstate.Store }
 
 func (k kvSessions) LoadSince(ctx context.Context, id string, have uint64) ([]byte, uint64, error) {
 	sess, err := k.s.LoadSince(ctx, id, have)
-	if errors.Is(err, kvstate.ErrNotFound) {
+	switch {
+	case errors.Is(err, kvstate.ErrNotFound):
 		return nil, 0, nil
-	}
-	if err != nil {
+	case errors.Is(err, kvstate.ErrTooLarge):
+		// Refused before download; retrying elsewhere would not help.
+		return nil, 0, reject(jobs.CodeTooLarge, "session %s cannot be loaded: %v", id, err)
+	case err != nil:
 		return nil, 0, err
 	}
 	return sess.Data, sess.Revision, nil
@@ -96,6 +99,9 @@ func (w *Worker) runSession(ctx context.Context, d *delivery, job *jobs.Job, opt
 	}
 	data, rev, err := store.LoadSince(ctx, id, have)
 	if err != nil {
+		if _, ok := jobs.AsReject(err); ok {
+			return nil, nil, err
+		}
 		return nil, nil, fmt.Errorf("worker: loading session %s: %w", id, err)
 	}
 	if e.sb == nil || e.rev != rev {
