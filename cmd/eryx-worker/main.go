@@ -155,6 +155,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 	log.Info("runtime ready", "took", time.Since(start).Round(time.Millisecond))
 
 	metrics := telemetry.NewMetrics()
+	bounds := telemetry.NewBounds(metrics.Registry())
 	// The pool also lends the sandboxes of warm sessions.
 	sandboxes, err := pool.New(ctx, engine, pool.Config{
 		MaxSize:  cfg.PoolSize + cfg.SessionCache,
@@ -216,6 +217,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			DedupWindow:  cfg.DedupWindow,
 			EventsMaxAge: cfg.EventsMaxAge,
 			Replicas:     cfg.Replicas,
+			Control:      jobs.ControlLimits{MaxMsgs: cfg.ControlMaxMsgs, MaxBytes: int64(cfg.ControlMaxBytes)},
 		},
 		Policy: jobs.Policy{
 			MaxJobBytes:  int(cfg.MaxJobBytes),
@@ -233,15 +235,25 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 		SessionCache:  cfg.SessionCache,
 		SessionIdle:   cfg.SessionIdle,
 		SnapshotBytes: int(cfg.SnapshotLimit),
+		SessionMemory: uint64(cfg.SessionMemory),
+		CancelRate:    cfg.CancelRate,
+		OnBound:       bounds.Hit,
 		Observer:      metrics,
 		StartJob:      traceJob(tel, subjects.ConsumerName(cfg.Queue)),
 		Logger:        log,
+
+		CallbackInstallMax: cfg.CallbacksInstall,
 	}
 	if cfg.Callbacks {
 		cat := catalogue.New(ctx, nc, catalogue.Options{
-			Prefix: cfg.SubjectPrefix,
-			Inject: tel.Inject,
-			Logger: log,
+			Prefix:        cfg.SubjectPrefix,
+			Inject:        tel.Inject,
+			Logger:        log,
+			MaxPerService: cfg.CallbacksPerService,
+			MaxTotal:      cfg.CallbacksTotal,
+			MaxInfoBytes:  int(cfg.CallbacksInfoBytes),
+			AllowService:  catalogue.AllowServices(splitList(cfg.CallbackServices)),
+			OnIgnore:      bounds.Add,
 		})
 		defer cat.Close()
 		wcfg.Callbacks = timedCallbacks{inner: cat, observe: metrics.Callback}
