@@ -35,7 +35,7 @@ func Read(ctx context.Context, store jetstream.ObjectStore, name string, limit i
 	if err != nil {
 		return nil, err
 	}
-	defer res.Close()
+	defer func() { _ = res.Close() }() // an early stop ends the fetch
 	var buf bytes.Buffer
 	buf.Grow(int(info.Size)) // at most limit, checked above
 	n, err := io.Copy(&buf, io.LimitReader(res, limit+1))
