@@ -41,4 +41,6 @@ func TestCancelRingForgetsOldestFirst(t *testing.T) {
 	}
 }
 
-func errorsIsUserCancel(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errUserCancel) }
+func errorsIsUserCancel(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errUserCancel)
+}
