@@ -48,6 +48,7 @@ type Topology struct {
 	// EventsMaxAge.
 	ResultsMaxBytes int64
 	DLQMaxAge       time.Duration
+	Control         ControlLimits // bounds of the control stream
 	// Storage of the streams; file unless a test asks for memory.
 	Storage jetstream.StorageType
 	// Replicas of each stream (1 unless joining a cluster).
@@ -139,6 +140,9 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		Retention:         jetstream.LimitsPolicy,
 		MaxAge:            t.EventsMaxAge,
 		MaxMsgsPerSubject: 1,
+		MaxMsgs:           t.Control.maxMsgs(),
+		MaxBytes:          t.Control.maxBytes(),
+		MaxMsgSize:        ControlMaxMsgSize,
 		Discard:           jetstream.DiscardOld,
 		Storage:           t.Storage,
 		Replicas:          t.Replicas,

@@ -32,6 +32,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/eryx-dev/eryx/internal/objread"
 )
 
 // Defaults of Config.
@@ -65,7 +67,8 @@ var (
 	// ErrConflict: the session moved past the expected revision (another
 	// job committed first, or it was deleted or created meanwhile).
 	ErrConflict = errors.New("session revision conflict")
-	// ErrTooLarge: the snapshot is above Config.MaxSnapshotSize.
+	// ErrTooLarge: the snapshot is above Config.MaxSnapshotSize (Commit),
+	// or an entry or its blob claims or holds more (Load).
 	ErrTooLarge = errors.New("session snapshot too large")
 	// ErrInvalidID: ids are KV keys: letters, digits, '_', '-', '=' and
 	// inner dots, at most 255 bytes.
@@ -303,7 +306,17 @@ func (s *Store) load(ctx context.Context, id string, have uint64) (*Session, err
 			sess.Data = inline
 			return sess, nil
 		}
-		data, err := s.obs.GetBytes(ctx, sess.Blob)
+		// Sizes are checked before anything is fetched: the entry's, then
+		// the object's info, then the bytes as they come (objread), so a
+		// forged entry or object cannot make this process buffer more
+		// than MaxSnapshotSize.
+		if sess.Size < 0 || sess.Size > s.cfg.MaxSnapshotSize {
+			return nil, fmt.Errorf("%w: %s: entry says %d bytes, the limit is %d", ErrTooLarge, id, sess.Size, s.cfg.MaxSnapshotSize)
+		}
+		data, err := objread.Read(ctx, s.obs, sess.Blob, sess.Size)
+		if errors.Is(err, objread.ErrTooLarge) {
+			return nil, fmt.Errorf("%w: %s: blob larger than its entry says: %w", ErrTooLarge, id, err)
+		}
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			// Replaced by a commit between our two reads (or lost):
 			// re-read the entry.

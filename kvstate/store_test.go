@@ -3,6 +3,7 @@ package kvstate_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eryx-dev/eryx/internal/testenv"
 	"github.com/eryx-dev/eryx/kvstate"
 )
 
@@ -487,4 +489,59 @@ func TestOpenEnablesPerKeyTTLOnExistingBucket(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestLoadChecksSizesBeforeDownloading attacks Load with entries and
+// blobs that lie about their size (row 5 of issue #10, scaled: a 20 MiB
+// blob against a 1 MiB limit stands for 300 MiB against 10 MiB). Nothing
+// beyond the limit may be downloaded: the entry's size is checked first,
+// then the object's info, then the bytes as they arrive.
+func TestLoadChecksSizesBeforeDownloading(t *testing.T) {
+	const limit = 1 << 20
+	s := startJS(t)
+	st, js := openStore(t, s, kvstate.Config{MaxSnapshotSize: limit, MaxValueSize: 64 << 10})
+	ctx := context.Background()
+	obs, err := js.ObjectStore(ctx, kvstate.DefaultBlobBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.PutBytes(ctx, "s/big", snapshot(20<<20, 1)); err != nil {
+		t.Fatal(err)
+	}
+	forgeEntry := func(size int64, blob string) {
+		t.Helper()
+		meta, _ := json.Marshal(kvstate.Meta{Size: size, Blob: blob, TTL: time.Hour})
+		msg := nats.NewMsg("$KV." + kvstate.DefaultBucket + ".s")
+		msg.Header.Set(kvstate.HeaderMeta, string(meta))
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name     string
+		forge    func()
+		maxBytes uint64 // downloaded at most
+	}{
+		{"entry claims 300 MiB", func() { forgeEntry(300<<20, "s/big") }, 64 << 10},
+		{"object info says 20 MiB", func() { forgeEntry(512<<10, "s/big") }, 64 << 10},
+		{"entry and object info both lie", func() {
+			forgeEntry(512<<10, "s/big")
+			testenv.ForgeObjectSize(t, js, kvstate.DefaultBlobBucket, "s/big", 512<<10)
+		}, 4 << 20},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.forge()
+			before := js.Conn().Stats().InBytes
+			_, err := st.Load(ctx, "s")
+			got := js.Conn().Stats().InBytes - before
+			if !errors.Is(err, kvstate.ErrTooLarge) {
+				t.Fatalf("Load: %v, want ErrTooLarge", err)
+			}
+			if got > tc.maxBytes {
+				t.Fatalf("downloaded %d bytes, want at most %d", got, tc.maxBytes)
+			}
+			t.Logf("refused after %d bytes: %v", got, err)
+		})
+	}
 }

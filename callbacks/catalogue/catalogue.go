@@ -54,6 +54,30 @@ const (
 	DefaultDiscoveryMax    = 2 * time.Second
 	DefaultRefreshInterval = 30 * time.Second
 	DefaultMinRefresh      = time.Second
+	// DefaultMaxPerService bounds the callbacks taken from one service
+	// (by service name, over its instances).
+	DefaultMaxPerService = 256
+	// DefaultMaxTotal bounds the callbacks of the whole catalogue.
+	DefaultMaxTotal = 1024
+	// DefaultMaxInfoBytes bounds one $SRV.INFO reply; larger ones are
+	// ignored without being decoded. (The replies of one discovery are
+	// also bounded to 16 MiB together.)
+	DefaultMaxInfoBytes = 1 << 20
+	// DefaultMaxReplies bounds the $SRV.INFO replies of one discovery.
+	DefaultMaxReplies = 256
+	// DefaultMaxSpecBytes bounds one callback's description plus schema.
+	DefaultMaxSpecBytes = 16 << 10
+)
+
+// Reasons for which discovery ignores callbacks or replies, passed to
+// Options.OnIgnore (and used as metric labels by the worker).
+const (
+	IgnoredPerService = "callbacks_per_service"    // beyond MaxPerService
+	IgnoredTotal      = "callbacks_total"          // beyond MaxTotal
+	IgnoredSpecBytes  = "callback_spec_bytes"      // description+schema above MaxSpecBytes
+	IgnoredInfoBytes  = "callback_info_bytes"      // an INFO reply above MaxInfoBytes
+	IgnoredReplies    = "callback_info_replies"    // INFO replies beyond MaxReplies
+	IgnoredService    = "callback_service_refused" // AllowService said no
 )
 
 // Options tune a Catalogue. Zero fields take the defaults.
@@ -80,6 +104,26 @@ type Options struct {
 	Inject func(ctx context.Context, h nats.Header)
 	// Logger receives discovery warnings (default slog.Default()).
 	Logger *slog.Logger
+
+	// Bounds of discovery, so that services (or anyone able to answer
+	// $SRV.INFO) cannot make the catalogue, or every job, grow without
+	// limit. Zero fields take the Default* values; what is beyond is
+	// ignored, logged and reported to OnIgnore.
+	MaxPerService, MaxTotal, MaxSpecBytes int
+	MaxInfoBytes, MaxReplies              int
+	// AllowService decides whether service may serve callback name; nil
+	// allows every service. Refused callbacks are ignored, as if not
+	// announced (the hook for per-tenant service permissions).
+	AllowService func(service, name string) bool
+	// OnIgnore, if set, is told after each discovery how many callbacks
+	// (or replies) were ignored for each reason (Ignored*).
+	OnIgnore func(reason string, n int)
+}
+
+// limits are the bounds build applies.
+type limits struct {
+	perService, total, specBytes int
+	allow                        func(service, name string) bool
 }
 
 func (o Options) withDefaults() Options {
@@ -107,7 +151,26 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.MaxPerService <= 0 {
+		o.MaxPerService = DefaultMaxPerService
+	}
+	if o.MaxTotal <= 0 {
+		o.MaxTotal = DefaultMaxTotal
+	}
+	if o.MaxSpecBytes <= 0 {
+		o.MaxSpecBytes = DefaultMaxSpecBytes
+	}
+	if o.MaxInfoBytes <= 0 {
+		o.MaxInfoBytes = DefaultMaxInfoBytes
+	}
+	if o.MaxReplies <= 0 {
+		o.MaxReplies = DefaultMaxReplies
+	}
 	return o
+}
+
+func (o Options) limits() limits {
+	return limits{perService: o.MaxPerService, total: o.MaxTotal, specBytes: o.MaxSpecBytes, allow: o.AllowService}
 }
 
 // Catalogue is the callbacks discovered on a NATS connection. It is safe
@@ -212,13 +275,24 @@ func (c *Catalogue) startRefresh(ifStale bool) *refresh {
 }
 
 func (c *Catalogue) runRefresh(r *refresh) {
-	infos, err := discover(c.life, c.nc, c.opts.DiscoveryWait, c.opts.DiscoveryQuiet, c.opts.DiscoveryMax)
+	o := c.opts
+	infos, ignored, err := discover(c.life, c.nc, window{o.DiscoveryWait, o.DiscoveryQuiet, o.DiscoveryMax}, o.MaxReplies, o.MaxInfoBytes)
 	var entries map[string]*Entry
 	if err == nil {
 		var warnings []string
-		entries, warnings = build(infos, c.opts.Prefix)
+		var more map[string]int
+		entries, warnings, more = build(infos, o.Prefix, o.limits())
+		for r, n := range more {
+			ignored[r] += n
+		}
 		for _, w := range warnings {
-			c.opts.Logger.Warn("callback discovery: " + w)
+			o.Logger.Warn("callback discovery: " + w)
+		}
+		for _, r := range slices.Sorted(maps.Keys(ignored)) {
+			o.Logger.Warn("callback discovery: ignored beyond a bound", "reason", r, "count", ignored[r])
+			if o.OnIgnore != nil {
+				o.OnIgnore(r, ignored[r])
+			}
 		}
 	}
 	c.mu.Lock()

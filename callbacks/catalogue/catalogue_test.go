@@ -506,3 +506,89 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// fakeInfoService answers $SRV.INFO like a micro service announcing n
+// callbacks <name>.fNNNN, without serving them: what a hostile or broken
+// service can do.
+func fakeInfoService(t testing.TB, nc *nats.Conn, name string, n int) int {
+	t.Helper()
+	info := micro.Info{
+		ServiceIdentity: micro.ServiceIdentity{Name: name, ID: name + "-id", Version: "1.0.0"},
+		Type:            micro.InfoResponseType,
+	}
+	for i := range n {
+		cb := fmt.Sprintf("%s.f%04d", name, i)
+		info.Endpoints = append(info.Endpoints, micro.EndpointInfo{Name: cb, Subject: "eryx.cb." + cb,
+			Metadata: map[string]string{callbacks.MetaCallback: cb}})
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.Subscribe("$SRV.INFO", func(m *nats.Msg) { _ = m.Respond(data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return len(data)
+}
+
+// TestDiscoveryIsBounded floods discovery with 20 services of 4,000
+// callbacks each (row 4 of issue #10), one oversized INFO reply and one
+// service the filter refuses: the catalogue stays within its bounds and
+// reports what it ignored.
+func TestDiscoveryIsBounded(t *testing.T) {
+	s := startNATS(t)
+	svcConn := connect(t, s)
+	floodBytes := 0
+	for i := range 20 {
+		floodBytes = fakeInfoService(t, svcConn, fmt.Sprintf("flood%02d", i), 4000)
+	}
+	hugeBytes := fakeInfoService(t, svcConn, "huge", 7000)
+	fakeInfoService(t, svcConn, "refused", 3)
+	serve(t, svcConn, toolsService())
+
+	var mu sync.Mutex
+	ignored := map[string]int{}
+	opts := fastOpts()
+	opts.DiscoveryQuiet = 200 * time.Millisecond
+	opts.MaxPerService, opts.MaxTotal, opts.MaxInfoBytes = 100, 500, (floodBytes+hugeBytes)/2
+	opts.AllowService = func(service, _ string) bool { return service != "refused" }
+	opts.OnIgnore = func(reason string, n int) { mu.Lock(); ignored[reason] += n; mu.Unlock() }
+	cat := catalogue.New(context.Background(), connect(t, s), opts)
+	t.Cleanup(cat.Close)
+
+	specs, err := cat.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(specs) != 500 {
+		t.Fatalf("%d callbacks, want the total bound 500 (ignored %v)", len(specs), ignored)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	tools := len(toolsService().Callbacks)
+	want := map[string]int{
+		catalogue.IgnoredInfoBytes: 1,
+		catalogue.IgnoredService:   3,
+		// The small services come first: tools is kept whole, then
+		// flood00..flood03 take 100 each and flood04 what is left.
+		catalogue.IgnoredPerService: 4 * 3900,
+		catalogue.IgnoredTotal:      15*4000 + 4000 - (100 - tools),
+	}
+	if fmt.Sprint(ignored) != fmt.Sprint(want) {
+		t.Fatalf("ignored %v, want %v", ignored, want)
+	}
+	kept := 0
+	for _, sp := range specs {
+		if strings.HasPrefix(sp.Name, "refused.") || strings.HasPrefix(sp.Name, "huge.") {
+			t.Fatalf("%s is in the catalogue", sp.Name)
+		}
+		if !strings.HasPrefix(sp.Name, "flood") {
+			kept++
+		}
+	}
+	if kept != tools {
+		t.Fatalf("%d of tools' %d callbacks kept: the flood crowded them out", kept, tools)
+	}
+}

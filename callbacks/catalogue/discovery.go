@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,36 +30,49 @@ type Entry struct {
 	Instances int `json:"instances"`
 }
 
-// discover gathers $SRV.INFO replies: it waits up to firstWait for the
-// first one, then as long as replies keep coming within quiet of each
-// other, never beyond maxWait. Request-many has no natural end, so these
-// windows are what bounds a refresh.
-func discover(ctx context.Context, nc *nats.Conn, firstWait, quiet, maxWait time.Duration) ([]micro.Info, error) {
+// window bounds one discovery: the wait for the first reply, the gap
+// between replies after which it ends, and the whole of it.
+type window struct{ first, quiet, max time.Duration }
+
+// discover gathers $SRV.INFO replies: it waits up to first for the first
+// one, then as long as replies keep coming within quiet of each other,
+// never beyond max. Request-many has no natural end, so these windows are
+// what bounds a refresh in time; maxReplies and maxBytes bound it in
+// memory: replies above maxBytes are dropped undecoded, and past
+// maxReplies the rest are ignored (the subscription's pending limits
+// keep the client from buffering them meanwhile). It returns the replies
+// and how many were ignored, by reason.
+func discover(ctx context.Context, nc *nats.Conn, win window, maxReplies, maxBytes int) ([]micro.Info, map[string]int, error) {
+	ignored := map[string]int{}
 	inbox := nc.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return nil, fmt.Errorf("catalogue: discovery: %w", err)
+		return nil, nil, fmt.Errorf("catalogue: discovery: %w", err)
 	}
 	defer sub.Unsubscribe()
+	if err := sub.SetPendingLimits(maxReplies, min(maxReplies*maxBytes, 64<<20)); err != nil {
+		return nil, nil, fmt.Errorf("catalogue: discovery: %w", err)
+	}
 	subject, _ := micro.ControlSubject(micro.InfoVerb, "", "")
 	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
-		return nil, fmt.Errorf("catalogue: discovery: %w", err)
+		return nil, nil, fmt.Errorf("catalogue: discovery: %w", err)
 	}
 	// Flush so that the wait below measures the services, not our buffer.
-	fctx, cancel := context.WithTimeout(ctx, maxWait)
+	fctx, cancel := context.WithTimeout(ctx, win.max)
 	err = nc.FlushWithContext(fctx)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("catalogue: discovery: %w", err)
+		return nil, nil, fmt.Errorf("catalogue: discovery: %w", err)
 	}
 
-	end := time.Now().Add(maxWait)
-	wait := firstWait
+	end := time.Now().Add(win.max)
+	wait := win.first
 	var infos []micro.Info
+	replies, total := 0, 0
 	for {
 		d := min(wait, time.Until(end))
 		if d <= 0 {
-			return infos, nil
+			break
 		}
 		wctx, cancel := context.WithTimeout(ctx, d)
 		msg, err := sub.NextMsgWithContext(wctx)
@@ -66,22 +80,69 @@ func discover(ctx context.Context, nc *nats.Conn, firstWait, quiet, maxWait time
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
-			return nil, fmt.Errorf("catalogue: discovery: %w", ctx.Err())
+			return nil, nil, fmt.Errorf("catalogue: discovery: %w", ctx.Err())
 		case errors.Is(err, context.DeadlineExceeded):
-			return infos, nil // the window closed: that is everyone
+			return infos, ignored, nil // the window closed: that is everyone
 		case errors.Is(err, nats.ErrNoResponders):
 			// No service at all: the server says so at once, which spares
 			// waiting out the first window.
-			return infos, nil
+			return infos, ignored, nil
+		case errors.Is(err, nats.ErrSlowConsumer):
+			// The client dropped replies beyond the pending limits.
+			ignored[IgnoredReplies]++
+			continue
 		default:
-			return nil, fmt.Errorf("catalogue: discovery: %w", err)
+			return nil, nil, fmt.Errorf("catalogue: discovery: %w", err)
 		}
+		wait = win.quiet
+		replies++
+		switch {
+		case replies > maxReplies:
+			ignored[IgnoredReplies]++
+			continue
+		case len(msg.Data) > maxBytes || total+len(msg.Data) > maxDiscoveryBytes:
+			ignored[IgnoredInfoBytes]++
+			continue
+		}
+		total += len(msg.Data)
 		var info micro.Info
 		if json.Unmarshal(msg.Data, &info) == nil && info.Type == micro.InfoResponseType {
 			infos = append(infos, info)
 		}
-		wait = quiet
 	}
+	if dropped, err := sub.Dropped(); err == nil && dropped > 0 {
+		ignored[IgnoredReplies] += dropped
+	}
+	return infos, ignored, nil
+}
+
+// maxDiscoveryBytes bounds the INFO replies one discovery decodes, all
+// together; replies beyond are ignored (IgnoredInfoBytes).
+const maxDiscoveryBytes = 16 << 20
+
+// maxWarnings bounds the warnings of one build: a service announcing
+// thousands of bad names gets a few lines and a count.
+const maxWarnings = 20
+
+// warnings collects build's warnings, up to maxWarnings.
+type warnings struct {
+	list []string
+	more int
+}
+
+func (w *warnings) add(format string, args ...any) {
+	if len(w.list) >= maxWarnings {
+		w.more++
+		return
+	}
+	w.list = append(w.list, fmt.Sprintf(format, args...))
+}
+
+func (w *warnings) done() []string {
+	if w.more > 0 {
+		return append(w.list, fmt.Sprintf("%d more warnings like these", w.more))
+	}
+	return w.list
 }
 
 // build turns INFO replies into the catalogue. Only endpoints that carry
@@ -89,34 +150,90 @@ func discover(ctx context.Context, nc *nats.Conn, firstWait, quiet, maxWait time
 // platform's callback prefix are callbacks: other micro services on the
 // same NATS are never reachable from sandboxed code, and no announcement
 // can make the worker send requests elsewhere (e.g. to $JS.API).
-func build(infos []micro.Info, prefix string) (map[string]*Entry, []string) {
+//
+// Replies are taken smallest first (by the number of callbacks they
+// announce), then by service name and instance id, and endpoints by
+// callback name: every worker keeps the same callbacks when the bounds
+// (lim) cut some off, and a service announcing thousands of callbacks
+// cannot crowd out the ordinary ones announced beside it. It returns the entries,
+// the warnings, and how many callbacks were ignored by reason.
+func build(infos []micro.Info, prefix string, lim limits) (map[string]*Entry, []string, map[string]int) {
 	subjPrefix := callbacks.SubjectPrefix(prefix)
 	out := map[string]*Entry{}
-	var warnings []string
-	for _, info := range infos {
+	ignored := map[string]int{}
+	var warn warnings
+	announced := func(info micro.Info) int {
+		n := 0
 		for _, ep := range info.Endpoints {
+			if ep.Metadata[callbacks.MetaCallback] != "" {
+				n++
+			}
+		}
+		return n
+	}
+	slices.SortFunc(infos, func(a, b micro.Info) int {
+		if c := announced(a) - announced(b); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	perService := map[string]map[string]bool{} // service -> names taken
+	for _, info := range infos {
+		eps := slices.Clone(info.Endpoints)
+		slices.SortFunc(eps, func(a, b micro.EndpointInfo) int {
+			return strings.Compare(a.Metadata[callbacks.MetaCallback], b.Metadata[callbacks.MetaCallback])
+		})
+		for _, ep := range eps {
 			name := ep.Metadata[callbacks.MetaCallback]
 			if name == "" {
 				continue
 			}
 			if !callbacks.ValidName(name) {
-				warnings = append(warnings, fmt.Sprintf("service %s: invalid callback name %q ignored", info.Name, name))
+				warn.add("service %s: invalid callback name %q ignored", info.Name, name)
 				continue
 			}
 			if !strings.HasPrefix(ep.Subject, subjPrefix) || strings.ContainsAny(ep.Subject, "*> \t") {
-				warnings = append(warnings, fmt.Sprintf("service %s: callback %q on subject %q outside %s ignored", info.Name, name, ep.Subject, subjPrefix+">"))
+				warn.add("service %s: callback %q on subject %q outside %s ignored", info.Name, name, ep.Subject, subjPrefix+">")
+				continue
+			}
+			if lim.allow != nil && !lim.allow(info.Name, name) {
+				ignored[IgnoredService]++
+				continue
+			}
+			desc, rawSchema := ep.Metadata[callbacks.MetaDescription], ep.Metadata[callbacks.MetaSchema]
+			if lim.specBytes > 0 && len(desc)+len(rawSchema) > lim.specBytes {
+				ignored[IgnoredSpecBytes]++
 				continue
 			}
 			var schema json.RawMessage
-			if s := ep.Metadata[callbacks.MetaSchema]; s != "" {
-				if !json.Valid([]byte(s)) {
-					warnings = append(warnings, fmt.Sprintf("service %s: callback %q has an invalid schema, ignored", info.Name, name))
+			if rawSchema != "" {
+				if !json.Valid([]byte(rawSchema)) {
+					warn.add("service %s: callback %q has an invalid schema, ignored", info.Name, name)
 					continue
 				}
-				schema = json.RawMessage(s)
+				schema = json.RawMessage(rawSchema)
+			}
+			taken := perService[info.Name]
+			if taken == nil {
+				taken = map[string]bool{}
+				perService[info.Name] = taken
+			}
+			if !taken[name] {
+				if lim.perService > 0 && len(taken) >= lim.perService {
+					ignored[IgnoredPerService]++
+					continue
+				}
+				if _, known := out[name]; !known && lim.total > 0 && len(out) >= lim.total {
+					ignored[IgnoredTotal]++
+					continue
+				}
+				taken[name] = true
 			}
 			cand := &Entry{
-				CallbackSpec: sandbox.CallbackSpec{Name: name, Description: ep.Metadata[callbacks.MetaDescription], Schema: schema},
+				CallbackSpec: sandbox.CallbackSpec{Name: name, Description: desc, Schema: schema},
 				Subject:      ep.Subject,
 				Service:      info.Name,
 				Version:      info.Version,
@@ -141,12 +258,12 @@ func build(infos []micro.Info, prefix string) (map[string]*Entry, []string) {
 					winner, loser = cand, cur
 				}
 				out[name] = winner
-				warnings = append(warnings, fmt.Sprintf("callback %q served on %s by %s %s and on %s by %s %s: using %s",
-					name, winner.Subject, winner.Service, winner.Version, loser.Subject, loser.Service, loser.Version, winner.Subject))
+				warn.add("callback %q served on %s by %s %s and on %s by %s %s: using %s",
+					name, winner.Subject, winner.Service, winner.Version, loser.Subject, loser.Service, loser.Version, winner.Subject)
 			}
 		}
 	}
-	return out, warnings
+	return out, warn.done(), ignored
 }
 
 // newer orders candidates for one name: higher version, then the smaller

@@ -86,3 +86,32 @@ func (f *filtered) Invoke(ctx context.Context, name string, args json.RawMessage
 	}
 	return f.c.Invoke(ctx, name, args)
 }
+
+// AllowServices returns an Options.AllowService that admits the services
+// named in patterns: exact names, or "prefix*" for every name starting
+// with prefix. No patterns admit every service (nil is returned).
+func AllowServices(patterns []string) func(service, name string) bool {
+	if len(patterns) == 0 {
+		return nil
+	}
+	exact := map[string]bool{}
+	var prefixes []string
+	for _, p := range patterns {
+		if pre, ok := strings.CutSuffix(p, "*"); ok {
+			prefixes = append(prefixes, pre)
+		} else {
+			exact[p] = true
+		}
+	}
+	return func(service, _ string) bool {
+		if exact[service] {
+			return true
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(service, p) {
+				return true
+			}
+		}
+		return false
+	}
+}

@@ -44,7 +44,17 @@ type Config struct {
 	SessionIdle     time.Duration `envconfig:"SESSION_IDLE" default:"10m" desc:"idle time after which a warm session leaves memory"`
 	SessionTTL      time.Duration `envconfig:"SESSION_TTL" default:"24h" desc:"lifetime of a session in KV after its last job"`
 	SnapshotLimit   ByteSize      `envconfig:"SNAPSHOT_LIMIT" default:"10MiB" desc:"largest session snapshot"`
+	SessionMemory   ByteSize      `envconfig:"SESSION_MEMORY" default:"256MiB" desc:"linear memory of all warm sessions together; least recently used leave first"`
 	Callbacks       bool          `envconfig:"CALLBACKS" default:"true" desc:"discover callback services ($SRV) and offer them to jobs"`
+	// Bounds of discovery and of what a job gets (docs/callbacks.md).
+	CallbacksPerService int      `envconfig:"CALLBACKS_MAX_PER_SERVICE" default:"256" desc:"callbacks taken from one service"`
+	CallbacksTotal      int      `envconfig:"CALLBACKS_MAX_TOTAL" default:"1024" desc:"callbacks in the whole catalogue"`
+	CallbacksInfoBytes  ByteSize `envconfig:"CALLBACKS_MAX_INFO_BYTES" default:"1MiB" desc:"largest $SRV.INFO reply decoded"`
+	CallbacksInstall    int      `envconfig:"CALLBACKS_INSTALL_MAX" default:"64" desc:"callbacks installed as Python globals in a job; the rest through invoke()"`
+	CallbackServices    string   `envconfig:"CALLBACK_SERVICES" desc:"service names allowed to serve callbacks, comma-separated, 'prefix*' allowed; empty: all"`
+	CancelRate          float64  `envconfig:"CANCEL_RATE" default:"1000" desc:"cancels per second of jobs not running here that the worker remembers"`
+	ControlMaxMsgs      int64    `envconfig:"CONTROL_MAX_MSGS" default:"50000" desc:"cancel requests the control stream keeps"`
+	ControlMaxBytes     ByteSize `envconfig:"CONTROL_MAX_BYTES" default:"16MiB" desc:"bytes the control stream keeps"`
 	// The network policy is read by netgate.PolicyFromEnv; these fields
 	// exist so that --help lists the variables (docs/network.md).
 	NetAllowHosts     string `envconfig:"NET_ALLOW_HOSTS" desc:"hosts jobs may connect to (host, *.domain, *, with :port); empty: no network"`
@@ -148,4 +158,15 @@ func parseByteSize(s string) (uint64, error) {
 		return 0, fmt.Errorf("invalid size %q (want e.g. 134217728, 128MiB, 1.5G)", s)
 	}
 	return uint64(f * float64(mult)), nil
+}
+
+// splitList splits a comma-separated setting, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -155,6 +155,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 	log.Info("runtime ready", "took", time.Since(start).Round(time.Millisecond))
 
 	metrics := telemetry.NewMetrics()
+	bounds := telemetry.NewBounds(metrics.Registry())
 	// The pool also lends the sandboxes of warm sessions.
 	sandboxes, err := pool.New(ctx, engine, pool.Config{
 		MaxSize:  cfg.PoolSize + cfg.SessionCache,
@@ -219,6 +220,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			EventsMaxPerSubject: cfg.EventsPerJob,
 			ResultsMaxBytes:     int64(cfg.ResultsMaxBytes), //nolint:gosec // the parser caps sizes at 2^62
 			Replicas:            cfg.Replicas,
+			Control:             jobs.ControlLimits{MaxMsgs: cfg.ControlMaxMsgs, MaxBytes: int64(cfg.ControlMaxBytes)}, //nolint:gosec // the parser caps sizes at 2^62
 		},
 		Policy: jobs.Policy{
 			MaxJobBytes:  int(cfg.MaxJobBytes),
@@ -240,15 +242,25 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 		SessionCache:  cfg.SessionCache,
 		SessionIdle:   cfg.SessionIdle,
 		SnapshotBytes: int(cfg.SnapshotLimit),
+		SessionMemory: uint64(cfg.SessionMemory),
+		CancelRate:    cfg.CancelRate,
+		OnBound:       bounds.Hit,
 		Observer:      metrics,
 		StartJob:      traceJob(tel, subjects.ConsumerName(cfg.Queue)),
 		Logger:        log,
+
+		CallbackInstallMax: cfg.CallbacksInstall,
 	}
 	if cfg.Callbacks {
 		cat := catalogue.New(ctx, nc, catalogue.Options{
-			Prefix: cfg.SubjectPrefix,
-			Inject: tel.Inject,
-			Logger: log,
+			Prefix:        cfg.SubjectPrefix,
+			Inject:        tel.Inject,
+			Logger:        log,
+			MaxPerService: cfg.CallbacksPerService,
+			MaxTotal:      cfg.CallbacksTotal,
+			MaxInfoBytes:  int(cfg.CallbacksInfoBytes),
+			AllowService:  catalogue.AllowServices(splitList(cfg.CallbackServices)),
+			OnIgnore:      bounds.Add,
 		})
 		defer cat.Close()
 		wcfg.Callbacks = timedCallbacks{inner: cat, known: cat.Has, observe: metrics.Callback}

@@ -4,49 +4,84 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 
+	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
-// allowedCallbacks narrows a callback catalogue to a job's allow-list.
-type allowedCallbacks struct {
+// DefaultCallbackInstallMax is how many callbacks a job gets as Python
+// globals by default. Installing one costs the guest a spec to decode and
+// a function object, on every job, so a large catalogue is not installed
+// whole into jobs that may never call it; the rest are reachable with
+// invoke(name, **kwargs).
+const DefaultCallbackInstallMax = 64
+
+// jobCallbacks is the catalogue as one job sees it: narrowed to the job's
+// allow-list (if any), and with at most limit callbacks listed, so that
+// at most limit are installed in the sandbox.
+type jobCallbacks struct {
 	inner sandbox.Callbacks
-	names []string
+	allow map[string]bool // nil: every callback of the catalogue
+	limit int
+	// onTruncate is told when the listing was cut to limit.
+	onTruncate func(total int)
 }
 
 // allowCallbacks applies a job's allow-list: nil keeps the catalogue, an
-// empty list removes every callback.
-func allowCallbacks(cat sandbox.Callbacks, names []string) sandbox.Callbacks {
+// empty list removes every callback. Either way, at most limit callbacks
+// are listed (installed as globals); names beyond stay invocable.
+func allowCallbacks(cat sandbox.Callbacks, names []string, limit int, onTruncate func(total int)) sandbox.Callbacks {
 	switch {
 	case cat == nil:
 		return nil
-	case names == nil:
-		return cat
-	case len(names) == 0:
+	case names != nil && len(names) == 0:
 		return nil
 	}
-	return &allowedCallbacks{inner: cat, names: names}
+	j := &jobCallbacks{inner: cat, limit: limit, onTruncate: onTruncate}
+	if names != nil {
+		j.allow = make(map[string]bool, len(names))
+		for _, n := range names {
+			j.allow[n] = true
+		}
+	}
+	return j
 }
 
-func (a *allowedCallbacks) List(ctx context.Context) ([]sandbox.CallbackSpec, error) {
-	all, err := a.inner.List(ctx)
+func (j *jobCallbacks) List(ctx context.Context) ([]sandbox.CallbackSpec, error) {
+	all, err := j.inner.List(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := all[:0:0]
+	total := 0
 	for _, spec := range all {
-		if slices.Contains(a.names, spec.Name) {
+		if j.allow != nil && !j.allow[spec.Name] {
+			continue
+		}
+		total++
+		if j.limit <= 0 || len(out) < j.limit {
 			out = append(out, spec)
 		}
+	}
+	if total > len(out) && j.onTruncate != nil {
+		j.onTruncate(total)
 	}
 	return out, nil
 }
 
-func (a *allowedCallbacks) Invoke(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error) {
-	if !slices.Contains(a.names, name) {
+func (j *jobCallbacks) Invoke(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error) {
+	if j.allow != nil && !j.allow[name] {
 		// The code cannot see it, so to the code it does not exist.
 		return nil, fmt.Errorf("%w: %s", sandbox.ErrUnknownCallback, name)
 	}
-	return a.inner.Invoke(ctx, name, args)
+	return j.inner.Invoke(ctx, name, args)
+}
+
+// callbacksFor is the catalogue as job sees it.
+func (w *Worker) callbacksFor(d *delivery, job *jobs.Job) sandbox.Callbacks {
+	return allowCallbacks(w.cfg.Callbacks, job.Callbacks, w.cfg.CallbackInstallMax, func(total int) {
+		w.bound(BoundCallbackInstall)
+		d.log.Debug("callbacks beyond the install limit are reachable through invoke() only",
+			"offered", total, "installed", w.cfg.CallbackInstallMax)
+	})
 }

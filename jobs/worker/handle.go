@@ -247,7 +247,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 			TraceBytes:    w.cfg.TraceBytes,
 		},
 		OnOutput:       events.output,
-		Callbacks:      allowCallbacks(w.cfg.Callbacks, job.Callbacks),
+		Callbacks:      w.callbacksFor(d, job),
 		CallbackLimits: w.cfg.CallbackLimits,
 		Packages:       pkgs,
 		Session:        job.Session != "",

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eryx-dev/eryx/internal/objread"
 	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
@@ -20,14 +21,17 @@ const packageCacheSize = 32
 // the packages object store.
 type packageCache struct {
 	store jetstream.ObjectStore
+	limit int64 // bytes of one package
+	// onTooLarge is told of each package refused for its size.
+	onTooLarge func()
 
 	mu      sync.Mutex
 	entries map[string]*sandbox.Package // by name@digest
 	order   []string                    // oldest first
 }
 
-func newPackageCache(store jetstream.ObjectStore) *packageCache {
-	return &packageCache{store: store, entries: make(map[string]*sandbox.Package)}
+func newPackageCache(store jetstream.ObjectStore, limit int64) *packageCache {
+	return &packageCache{store: store, limit: limit, entries: make(map[string]*sandbox.Package)}
 }
 
 // resolve returns the packages named, or a rejection for one that is not
@@ -50,10 +54,15 @@ func (c *packageCache) resolve(ctx context.Context, names []string, bucket strin
 		p := c.entries[key]
 		c.mu.Unlock()
 		if p == nil {
-			if info.Size > sandbox.MaxPackageBytes {
-				return nil, reject(jobs.CodeBadPackage, "package %q is %d bytes, the limit is %d", name, info.Size, sandbox.MaxPackageBytes)
+			// The info is the uploader's word: objread checks it before
+			// fetching and bounds the read whatever it says.
+			data, err := objread.Read(ctx, c.store, name, c.limit)
+			if errors.Is(err, objread.ErrTooLarge) {
+				if c.onTooLarge != nil {
+					c.onTooLarge()
+				}
+				return nil, reject(jobs.CodeBadPackage, "package %q is larger than the %d-byte limit", name, c.limit)
 			}
-			data, err := c.store.GetBytes(ctx, name)
 			if err != nil {
 				return nil, fmt.Errorf("worker: fetching package %q: %w", name, err)
 			}

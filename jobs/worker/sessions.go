@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eryx-dev/eryx/jobs"
@@ -36,10 +37,13 @@ type kvSessions struct{ s *kvstate.Store }
 
 func (k kvSessions) LoadSince(ctx context.Context, id string, have uint64) ([]byte, uint64, error) {
 	sess, err := k.s.LoadSince(ctx, id, have)
-	if errors.Is(err, kvstate.ErrNotFound) {
+	switch {
+	case errors.Is(err, kvstate.ErrNotFound):
 		return nil, 0, nil
-	}
-	if err != nil {
+	case errors.Is(err, kvstate.ErrTooLarge):
+		// Refused before download; retrying elsewhere would not help.
+		return nil, 0, reject(jobs.CodeTooLarge, "session %s cannot be loaded: %v", id, err)
+	case err != nil:
 		return nil, 0, err
 	}
 	return sess.Data, sess.Revision, nil
@@ -95,6 +99,9 @@ func (w *Worker) runSession(ctx context.Context, d *delivery, job *jobs.Job, opt
 	}
 	data, rev, err := store.LoadSince(ctx, id, have)
 	if err != nil {
+		if _, ok := jobs.AsReject(err); ok {
+			return nil, nil, err
+		}
 		return nil, nil, fmt.Errorf("worker: loading session %s: %w", id, err)
 	}
 	if e.sb == nil || e.rev != rev {
@@ -127,11 +134,17 @@ func (w *Worker) runSession(ctx context.Context, d *delivery, job *jobs.Job, opt
 	switch res.Status {
 	case sandbox.StatusOK, sandbox.StatusError, sandbox.StatusExit:
 	default:
-		// Stopped part-way or crashed: the namespace is in no state to keep.
+		// Stopped part-way (timeout, cancel) or crashed (a trap): the
+		// namespace is in no state to keep, warm or in KV.
 		w.sessions.discard(e)
 		out.err = fmt.Sprintf("the job did not complete (%s): the session keeps its previous state", res.Status)
 		return res, out, nil
 	}
+	// After a MemoryError the namespace is as consistent as after any
+	// exception, so it is saved; but the sandbox's linear memory grew to
+	// the limit and never shrinks, so it is not kept warm: the next job
+	// restores the saved state into a fresh sandbox.
+	dropWarm := memoryErrored(res)
 	snap, err := e.sb.SnapshotState(ctx, w.cfg.SnapshotBytes)
 	if err != nil {
 		w.sessions.discard(e)
@@ -149,8 +162,24 @@ func (w *Worker) runSession(ctx context.Context, d *delivery, job *jobs.Job, opt
 		return res, out, nil
 	}
 	e.rev = newRev
+	e.mem.Store(res.Stats.PeakMemoryBytes)
 	out.rev, out.skipped = newRev, snap.Skipped
+	switch {
+	case dropWarm:
+		d.log.Info("session hit its memory limit: not kept warm", "session", id)
+		w.sessions.discard(e)
+	case e.mem.Load() > w.sessions.budget:
+		d.log.Info("session alone is above the warm-session memory budget: not kept warm",
+			"session", id, "memory", e.mem.Load(), "budget", w.sessions.budget)
+		w.sessions.discard(e)
+		w.bound(BoundSessionMemory)
+	}
 	return res, out, nil
+}
+
+// memoryErrored reports whether the job ran out of memory.
+func memoryErrored(res *sandbox.Result) bool {
+	return res.Stats.MemoryLimitHit || (res.Error != nil && res.Error.Type == "MemoryError")
 }
 
 // warmSession is a session's sandbox kept in memory between its jobs.
@@ -158,24 +187,37 @@ type warmSession struct {
 	id       string
 	lockc    chan struct{} // a mutex that a context can give up on
 	sb       *sandbox.Sandbox
-	rev      uint64 // the revision sb's state corresponds to
+	rev      uint64        // the revision sb's state corresponds to
+	mem      atomic.Uint64 // sb's linear memory after its last job (read by evict without the lock)
 	lastUsed time.Time
 	gone     bool // evicted: look the session up again
 }
 
+// DefaultSessionMemory is the default budget of the warm sessions'
+// linear memory, all together.
+const DefaultSessionMemory = 256 << 20
+
 // sessionCache keeps the sandboxes of recently run sessions, and
-// serialises the jobs of one session on this worker.
+// serialises the jobs of one session on this worker. It holds at most max
+// sessions and budget bytes of their sandboxes' linear memory; beyond
+// either, the least recently used idle sessions leave memory. A warm
+// sandbox always holds the state last committed to the store (runSession
+// discards it otherwise), so leaving memory loses nothing: the next job
+// restores the session from the store.
 type sessionCache struct {
 	sandboxes Sandboxes
 	max       int
 	idle      time.Duration
+	budget    uint64
+	// onEvict is told of each session evicted for the memory budget.
+	onEvict func()
 
 	mu      sync.Mutex
 	entries map[string]*warmSession
 }
 
-func newSessionCache(sbs Sandboxes, max int, idle time.Duration) *sessionCache {
-	return &sessionCache{sandboxes: sbs, max: max, idle: idle, entries: make(map[string]*warmSession)}
+func newSessionCache(sbs Sandboxes, max int, idle time.Duration, budget uint64) *sessionCache {
+	return &sessionCache{sandboxes: sbs, max: max, idle: idle, budget: budget, entries: make(map[string]*warmSession)}
 }
 
 // lock returns the session's entry, held until unlock.
@@ -211,22 +253,27 @@ func (c *sessionCache) discard(e *warmSession) {
 	if e.sb != nil {
 		c.sandboxes.Release(e.sb)
 		e.sb, e.rev = nil, 0
+		e.mem.Store(0)
 	}
 }
 
 // evict drops idle sessions, and the least recently used ones beyond the
-// cache's size. Sessions in use are skipped.
+// cache's size or memory budget. Sessions in use are skipped (they are
+// running jobs, within the pool's memory) but count towards the budget.
 func (c *sessionCache) evict(all bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	list := make([]*warmSession, 0, len(c.entries))
+	var used uint64
 	for _, e := range c.entries {
 		list = append(list, e)
+		used += e.memory()
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].lastUsed.Before(list[j].lastUsed) })
 	excess := len(list) - c.max
 	for _, e := range list {
-		if !all && excess <= 0 && time.Since(e.lastUsed) < c.idle {
+		overBudget := used > c.budget
+		if !all && excess <= 0 && !overBudget && time.Since(e.lastUsed) < c.idle {
 			break
 		}
 		select {
@@ -234,12 +281,35 @@ func (c *sessionCache) evict(all bool) {
 		default:
 			continue // in use
 		}
+		if overBudget && excess <= 0 && !all && e.sb != nil && c.onEvict != nil {
+			c.onEvict()
+		}
+		used -= e.memory()
 		e.gone = true
 		delete(c.entries, e.id)
 		c.discard(e)
 		<-e.lockc
 		excess--
 	}
+}
+
+// memory is the entry's warm memory. A held entry may be changing it; its
+// previous value is good enough for a budget.
+func (e *warmSession) memory() uint64 {
+	return e.mem.Load()
+}
+
+// warmMemory is the warm sessions' linear memory, for tests and metrics.
+func (c *sessionCache) warmMemory() (sessions int, bytes uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.entries {
+		if m := e.memory(); m > 0 {
+			sessions++
+			bytes += m
+		}
+	}
+	return sessions, bytes
 }
 
 // janitor evicts idle sessions until ctx ends.

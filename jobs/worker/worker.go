@@ -104,6 +104,25 @@ type Config struct {
 	SnapshotBytes int
 	// Observer gets metrics; nil for none.
 	Observer Observer
+	// OnBound, if set, is told each time a host-side bound is hit (one of
+	// the Bound* names), for metrics.
+	OnBound func(bound string)
+	// RememberedCancels bounds the cancels of jobs not running here that
+	// the worker remembers (DefaultRememberedCancels).
+	RememberedCancels int
+	// CancelRate is how many such cancels a second the worker remembers
+	// (DefaultCancelRate, burst twice that); cancels of running jobs are
+	// always honoured.
+	CancelRate float64
+	// SessionMemory bounds the linear memory of the warm sessions
+	// together (DefaultSessionMemory); the least recently used go first.
+	SessionMemory uint64
+	// MaxPackageBytes caps a package (sandbox.MaxPackageBytes).
+	MaxPackageBytes int64
+	// CallbackInstallMax bounds the callbacks installed as Python globals
+	// in a job (DefaultCallbackInstallMax); others stay reachable through
+	// invoke(name, **kwargs).
+	CallbackInstallMax int
 	// StartJob, if set, wraps the handling of each delivery (a trace span
 	// continued from the job's headers, say); the returned function is
 	// called with the final status ("" when the job was not answered).
@@ -163,6 +182,21 @@ func (c Config) withDefaults() Config {
 	if c.SnapshotBytes <= 0 {
 		c.SnapshotBytes = sandbox.DefaultSnapshotBytes
 	}
+	if c.RememberedCancels <= 0 {
+		c.RememberedCancels = DefaultRememberedCancels
+	}
+	if c.CancelRate <= 0 {
+		c.CancelRate = DefaultCancelRate
+	}
+	if c.SessionMemory == 0 {
+		c.SessionMemory = DefaultSessionMemory
+	}
+	if c.MaxPackageBytes <= 0 || c.MaxPackageBytes > sandbox.MaxPackageBytes {
+		c.MaxPackageBytes = sandbox.MaxPackageBytes
+	}
+	if c.CallbackInstallMax <= 0 {
+		c.CallbackInstallMax = DefaultCallbackInstallMax
+	}
 	c.Policy.Sessions = c.Sessions != nil
 	c.Policy.Trace = true
 	if c.Logger == nil {
@@ -221,7 +255,7 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	w := &Worker{
 		cfg: cfg, nc: nc, js: js, sandboxes: sandboxes,
 		log:     cfg.Logger.With("worker", cfg.ID, "queue", cfg.Queue),
-		cancels: newCancelRegistry(),
+		cancels: newCancelRegistry(cfg.RememberedCancels, cfg.CancelRate, 0),
 		held:    newHeldSet(),
 	}
 	if err := cfg.Topology.EnsureStreams(ctx, js); err != nil {
@@ -244,8 +278,10 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	if w.packages, err = js.ObjectStore(ctx, s.PackagesBucket()); err != nil {
 		return nil, err
 	}
-	w.pkgs = newPackageCache(w.packages)
-	w.sessions = newSessionCache(sandboxes, cfg.SessionCache, cfg.SessionIdle)
+	w.pkgs = newPackageCache(w.packages, cfg.MaxPackageBytes)
+	w.pkgs.onTooLarge = func() { w.bound(BoundPackageBytes) }
+	w.sessions = newSessionCache(sandboxes, cfg.SessionCache, cfg.SessionIdle, cfg.SessionMemory)
+	w.sessions.onEvict = func() { w.bound(BoundSessionMemory) }
 	w.cons, err = js.CreateOrUpdateConsumer(ctx, s.JobsStream(), jetstream.ConsumerConfig{
 		Durable:       s.ConsumerName(cfg.Queue),
 		Description:   "eryx workers of queue " + cfg.Queue,
@@ -286,6 +322,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = cancelSub.Unsubscribe() }()
+	// A flood must not queue without bound in the client: past these, the
+	// client drops cancels (the control stream keeps them).
+	if err := cancelSub.SetPendingLimits(cancelPendingMsgs, cancelPendingBytes); err != nil {
+		return err
+	}
 	holdsSub, err := w.nc.Subscribe(s.WorkerHolds(w.cfg.Queue), w.onHolds)
 	if err != nil {
 		return err
@@ -405,8 +446,18 @@ func (w *Worker) onCancel(m *nats.Msg) {
 	if !jobs.ValidToken(id) {
 		return
 	}
-	if w.cancels.cancel(id) {
+	switch w.cancels.cancel(id) {
+	case cancelStopped:
 		w.log.Info("cancelling running job", "job", id)
+	case cancelDropped:
+		w.bound(BoundCancelRate)
+		// Logged at the 1st, 2nd, 4th, 8th... drop: a flood gets a few
+		// lines, not one per message.
+		if _, n := w.cancels.stats(); n&(n-1) == 0 {
+			w.log.Warn("cancel flood: cancels of jobs not running here are over the rate limit; only the control stream keeps them",
+				"limit_per_second", w.cfg.CancelRate, "dropped_total", n, "last", id)
+		}
+	case cancelRemembered:
 	}
 }
 

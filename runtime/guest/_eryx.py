@@ -290,14 +290,20 @@ def _check(schema, value, where):
 
 async def invoke(name, *args, **kwargs):
     """Calls the callback `name`; always available, whatever the name."""
+    if not isinstance(name, str):
+        raise TypeError(f"invoke() needs a callback name, not {type(name).__name__}")
     spec = _state["callbacks"].get(name)
-    if spec is None:
-        raise NameError(f"no callback named {name!r}; list_callbacks() shows the available ones")
-    kwargs = _bind(spec, args, kwargs)
-    schema = spec.get("parameters_schema") or {}
-    msg = _check(schema, kwargs, f"{name}()")
-    if msg:
-        raise TypeError(msg)
+    if spec is not None:
+        kwargs = _bind(spec, args, kwargs)
+        msg = _check(spec.get("parameters_schema") or {}, kwargs, f"{name}()")
+        if msg:
+            raise TypeError(msg)
+    elif args:
+        # Not installed in this job (the host installs a bounded number of
+        # a large catalogue): without its schema, only keywords can be sent.
+        raise TypeError(f"{name}() is not installed in this job: call invoke({name!r}, **kwargs) with keyword arguments")
+    # A name that is not installed still goes to the host, which knows the
+    # whole catalogue and answers NameError for names it does not serve.
     tracing = _state["trace"]
     if tracing:
         _trace_emit({"kind": "callback_start", "callback": name, "args": kwargs, "line": _user_line()})
