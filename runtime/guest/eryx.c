@@ -186,8 +186,14 @@ ERYX_EXPORT("eryx_free") void eryx_free(void *p) { free(p); }
 // opts (see _eryx.py) with the given flags. The outcome reaches the host
 // through eryx_host_result; the return value is 0 when the runner itself
 // completed, negative when it failed.
+// Set by our CPython patch when the interpreter runs out of memory.
+extern int _Py_eryx_out_of_memory;
+
 ERYX_EXPORT("eryx_exec") int32_t eryx_exec(const char *code, uint32_t len, const char *opts,
                                            uint32_t opts_len, uint32_t flags) {
+    // Each execution starts with a clean out-of-memory record (see
+    // runtime/build/patches/cpython-oom-no-exception.patch).
+    _Py_eryx_out_of_memory = 0;
     PyObject *src = PyBytes_FromStringAndSize(code, len);
     PyObject *options = PyBytes_FromStringAndSize(opts, opts_len);
     PyObject *ret = NULL;
