@@ -20,7 +20,7 @@ WASM      := $(DIST)/eryx.wasm
 STDLIB    := $(DIST)/python311.zip
 GUEST_PY  := $(wildcard runtime/guest/*.py)
 
-.PHONY: runtime build test test-race lint bench demo chart-lint clean deps
+.PHONY: runtime build test test-race lint bench soak demo chart-lint clean deps
 
 ## runtime: build the CPython wasm module and the stdlib archive (cached)
 runtime: $(WASM) $(STDLIB)
@@ -87,6 +87,12 @@ chart-lint:
 	$(HELM) lint --strict charts/eryx --set nats.enabled=true,nats.auth.mode=token,nats.auth.token=lint,serviceMonitor.enabled=true,networkPolicy.enabled=true
 	$(HELM) template eryx charts/eryx --namespace eryx --kube-version 1.31.0 >/dev/null
 	$(GO) test -count=1 -timeout 300s ./charts/...
+
+## soak: issue #10's attacks with ordinary jobs against one worker under a
+## memory cap, for a few minutes; prints worker peak RSS, outcomes, latency
+SOAK_ROUNDS ?= 15
+soak: runtime
+	ERYX_SOAK_ROUNDS=$(SOAK_ROUNDS) $(GO) test -count=1 -timeout 60m -run '^TestHostileLoad$$' -v ./e2e/
 
 ## demo: the README's first command: a worker on embedded NATS runs the demo jobs
 demo: build
