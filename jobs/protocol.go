@@ -24,7 +24,7 @@ type Job struct {
 	V int `json:"v"`
 	// ID names the job's subjects, so it must be a single subject token
 	// (see ValidID). It also deduplicates: the same ID runs once.
-	ID   string `json:"id"`
+	ID string `json:"id"`
 	// Tenant, if set, must be the tenant of the subject the job was
 	// published on (invalid_tenant otherwise): the subject decides, the
 	// field only lets a submitter state what it expects.

@@ -188,9 +188,9 @@ type Catalogue struct {
 	entries     map[string]*Entry // replaced whole by each refresh, never mutated
 	specs       []sandbox.CallbackSpec
 	schemas     schemaCache // compiled schemas of entries, by text
-	loaded      bool      // a refresh succeeded at least once
-	lastAttempt time.Time // start of the last refresh, for MinRefresh
-	inflight    *refresh  // the refresh in progress, shared by its waiters
+	loaded      bool        // a refresh succeeded at least once
+	lastAttempt time.Time   // start of the last refresh, for MinRefresh
+	inflight    *refresh    // the refresh in progress, shared by its waiters
 }
 
 type refresh struct {
