@@ -131,7 +131,7 @@ func (c *Client) Submit(ctx context.Context, queue string, job *Job) (_ *Submiss
 		return nil, err
 	}
 	msg := &nats.Msg{Subject: c.subjects.Jobs(queue, c.tenant), Data: data, Header: nats.Header{}}
-	msg.Header.Set(HeaderMsgID, job.ID)
+	msg.Header.Set(HeaderMsgID, MsgID(c.tenant, job.ID))
 	if c.onPublish != nil {
 		done := c.onPublish(ctx, msg, job.ID)
 		defer func() { done(err) }()
@@ -165,7 +165,7 @@ func (c *Client) checkClaim(ctx context.Context, id string, seq uint64, data []b
 	orig, err := stream.GetMsg(ctx, seq)
 	switch {
 	case err == nil:
-		if orig.Header.Get(HeaderMsgID) == id && bytes.Equal(orig.Data, data) {
+		if orig.Header.Get(HeaderMsgID) == MsgID(c.tenant, id) && bytes.Equal(orig.Data, data) {
 			return nil
 		}
 		return fmt.Errorf("%w: job %s (message %d)", ErrIDTaken, id, seq)

@@ -180,6 +180,8 @@ const (
 	HeaderDLQDeliveries = "Eryx-DLQ-Deliveries"
 	HeaderDLQSubject    = "Eryx-DLQ-Subject"
 	// HeaderMsgID is JetStream's deduplication header (nats.MsgIdHdr).
+	// A job's is MsgID(tenant, id): the jobs stream deduplicates across
+	// tenants, so the bare id would let one tenant block another's ids.
 	HeaderMsgID = "Nats-Msg-Id"
 )
 

@@ -195,6 +195,9 @@ func (s Subjects) DeadLetter(queue, tenant string) string {
 // AllDeadLetters matches every queue's dead letters.
 func (s Subjects) AllDeadLetters() string { return s.prefix() + ".dlq.*.*" }
 
+// MsgID is the Nats-Msg-Id of tenant's job id, "<tenant>.<id>".
+func MsgID(tenant, id string) string { return tenant + "." + id }
+
 // SessionKey is the key of tenant's session in the sessions bucket,
 // "<tenant>.<session>": the same session id in two tenants is two
 // sessions.

@@ -264,7 +264,7 @@ func throughput(ctx context.Context, nc *nats.Conn, c *jobs.Client, queue string
 	for i := range n {
 		job, _ := json.Marshal(jobs.Job{V: jobs.Version, ID: fmt.Sprintf("%s%d", prefix, i), Code: "print(1)"})
 		msg := &nats.Msg{Subject: c.Subjects().Jobs(queue, c.Tenant()), Data: job, Header: nats.Header{}}
-		msg.Header.Set(jobs.HeaderMsgID, fmt.Sprintf("%s%d", prefix, i))
+		msg.Header.Set(jobs.HeaderMsgID, jobs.MsgID(c.Tenant(), fmt.Sprintf("%s%d", prefix, i)))
 		if _, err := js.PublishMsgAsync(msg); err != nil {
 			return 0, err
 		}

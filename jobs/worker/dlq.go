@@ -89,7 +89,7 @@ func (w *Worker) deadLetter(ctx context.Context, adv maxDeliveriesAdvisory) erro
 	_, tenant, _ := w.cfg.Subjects.ParseJobs(orig.Subject)
 	id := "invalid-" + strconv.FormatUint(adv.StreamSeq, 10)
 	if job, err := jobs.DecodeJob(orig.Data, 0); err == nil && jobs.ValidToken(job.ID) {
-		if msgID := orig.Header.Get(jobs.HeaderMsgID); msgID == "" || msgID == job.ID {
+		if msgID := orig.Header.Get(jobs.HeaderMsgID); msgID == "" || msgID == jobs.MsgID(tenant, job.ID) {
 			id = job.ID
 		}
 	}

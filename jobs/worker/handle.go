@@ -147,8 +147,8 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 // jobID chooses the id a delivery is answered under, and says why the job
 // is not acceptable as sent. A job is answered under its own id only when
 // that id is a valid token and agrees with the message's Nats-Msg-Id (the
-// key the jobs stream deduplicated it under; a message without one is
-// accepted). Anything else is answered under "invalid-<stream sequence>":
+// key the jobs stream deduplicated it under, jobs.MsgID(tenant, id); a
+// message without one is accepted). Anything else is answered under "invalid-<stream sequence>":
 // an id read from a message that is not a well-formed claim of it must not
 // get a result under that id, which would be somebody else's job.
 func (w *Worker) jobID(d *delivery, job *jobs.Job, decodeErr error) (string, error) {
@@ -160,9 +160,9 @@ func (w *Worker) jobID(d *delivery, job *jobs.Job, decodeErr error) (string, err
 		return invalid, nil // Validate rejects it (invalid_id)
 	}
 	if h := d.msg.Headers(); h != nil {
-		if msgID := h.Get(jobs.HeaderMsgID); msgID != "" && msgID != job.ID {
-			return invalid, reject(jobs.CodeInvalidID, "the Nats-Msg-Id header %q differs from the job's id %q",
-				truncate(msgID), job.ID)
+		if msgID := h.Get(jobs.HeaderMsgID); msgID != "" && msgID != jobs.MsgID(d.tenant, job.ID) {
+			return invalid, reject(jobs.CodeInvalidID, "the Nats-Msg-Id header %q is not %q (tenant.id)",
+				truncate(msgID), jobs.MsgID(d.tenant, job.ID))
 		}
 	}
 	return job.ID, nil

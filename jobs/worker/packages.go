@@ -83,6 +83,15 @@ func (c *packageCache) resolve(ctx context.Context, tenant string, refs []string
 				}
 				return nil, reject(jobs.CodeBadPackage, "package %q is larger than the %d-byte limit", ref.Name, c.limit)
 			}
+			if errors.Is(err, jetstream.ErrDigestMismatch) {
+				// Content that is not what its info says: forged, or
+				// replaced while read. Retrying would loop on it.
+				code := jobs.CodeBadPackage
+				if ref.SHA256 != "" {
+					code = jobs.CodePackageMismatch
+				}
+				return nil, reject(code, "package %q (%s): its content does not match its digest", ref.Name, obj)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("worker: fetching package %q: %w", ref.Name, err)
 			}
