@@ -85,6 +85,9 @@ type Service struct {
 	QueueGroup string
 	// Metadata is extra service metadata shown by $SRV.INFO.
 	Metadata map[string]string
+	// Tenants, if set, are the only tenants whose jobs may call the
+	// service (MetaTenants); the platform-wide default is every tenant.
+	Tenants []string
 	// Callbacks are the endpoints.
 	Callbacks []Def
 	// MaxConcurrent bounds the handlers running at once across the
@@ -161,6 +164,9 @@ func Start(ctx context.Context, nc *nats.Conn, svc Service) (*Server, error) {
 		meta = map[string]string{}
 	}
 	meta[MetaProtocol] = ProtocolVersion
+	if len(svc.Tenants) > 0 {
+		meta[MetaTenants] = strings.Join(svc.Tenants, ",")
+	}
 
 	ms, err := micro.AddService(nc, micro.Config{
 		Name:         svc.Name,
@@ -495,6 +501,13 @@ func RequestHeaders(ctx context.Context) nats.Header {
 	}
 	return nil
 }
+
+// RequestTenant returns the tenant of the job that made the request (the
+// worker's Eryx-Tenant header), or "".
+func RequestTenant(ctx context.Context) string { return RequestHeaders(ctx).Get(HeaderTenant) }
+
+// RequestJob returns the id of the job that made the request, or "".
+func RequestJob(ctx context.Context) string { return RequestHeaders(ctx).Get(HeaderJob) }
 
 // RequestSubject returns the subject the request arrived on, or "".
 func RequestSubject(ctx context.Context) string {

@@ -35,6 +35,17 @@ const (
 	// keyword arguments, as a JSON document in a string.
 	MetaSchema = "eryx.schema"
 
+	// MetaTenants is service metadata: the comma-separated tenants whose
+	// jobs may call the service's callbacks. Absent, every tenant may; the
+	// worker enforces it, and hides the callbacks from other tenants.
+	MetaTenants = "eryx.tenants"
+
+	// HeaderTenant and HeaderJob are set by the worker on every callback
+	// request: the tenant and the id of the calling job. The guest cannot
+	// set or change them.
+	HeaderTenant = "Eryx-Tenant"
+	HeaderJob    = "Eryx-Job"
+
 	// HeaderTimeout carries the caller's remaining time budget in
 	// milliseconds, so a service can stop working on a request nobody
 	// waits for. Relative rather than absolute to be immune to clock skew.

@@ -38,6 +38,7 @@ type Client struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
 	subjects    Subjects
+	tenant      string
 	onPublish   PublishHook
 	maxAttempts int
 }
@@ -57,18 +58,29 @@ func WithPublishHook(h PublishHook) ClientOption { return func(c *Client) { c.on
 // DefaultMaxAttempts): live events claiming a later attempt are ignored.
 func WithMaxAttempts(n int) ClientOption { return func(c *Client) { c.maxAttempts = n } }
 
+// WithTenant makes the client submit, follow, cancel and look up the jobs
+// of tenant (default DefaultTenant). Its NATS user must be allowed the
+// tenant's subjects; the server, not this option, is what enforces it.
+func WithTenant(tenant string) ClientOption { return func(c *Client) { c.tenant = tenant } }
+
 // NewClient returns a client using nc.
 func NewClient(nc *nats.Conn, subjects Subjects, opts ...ClientOption) (*Client, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{nc: nc, js: js, subjects: subjects, maxAttempts: DefaultMaxAttempts}
+	c := &Client{nc: nc, js: js, subjects: subjects, tenant: DefaultTenant, maxAttempts: DefaultMaxAttempts}
 	for _, o := range opts {
 		o(c)
 	}
+	if err := ValidTenant(c.tenant); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
+
+// Tenant returns the tenant the client acts for.
+func (c *Client) Tenant() string { return c.tenant }
 
 // JetStream exposes the client's JetStream context.
 func (c *Client) JetStream() jetstream.JetStream { return c.js }
@@ -96,7 +108,7 @@ type Submission struct {
 	Sequence  uint64
 }
 
-// Submit publishes job on queue and returns once the jobs stream has
+// Submit publishes job on queue, for the client's tenant, and returns once the jobs stream has
 // stored it. An empty job.ID is replaced by a new UUID. A submission the
 // server drops as a duplicate is checked against the message that holds
 // the id: if that is not this job, Submit fails with ErrIDTaken rather
@@ -111,12 +123,15 @@ func (c *Client) Submit(ctx context.Context, queue string, job *Job) (_ *Submiss
 	if !ValidToken(job.ID) {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidID, job.ID)
 	}
+	if job.Tenant != "" && job.Tenant != c.tenant {
+		return nil, fmt.Errorf("%w: the job names tenant %q, the client submits for %q", ErrTenantMismatch, job.Tenant, c.tenant)
+	}
 	data, err := json.Marshal(job)
 	if err != nil {
 		return nil, err
 	}
-	msg := &nats.Msg{Subject: c.subjects.Jobs(queue), Data: data, Header: nats.Header{}}
-	msg.Header.Set(HeaderMsgID, job.ID)
+	msg := &nats.Msg{Subject: c.subjects.Jobs(queue, c.tenant), Data: data, Header: nats.Header{}}
+	msg.Header.Set(HeaderMsgID, MsgID(c.tenant, job.ID))
 	if c.onPublish != nil {
 		done := c.onPublish(ctx, msg, job.ID)
 		defer func() { done(err) }()
@@ -150,7 +165,7 @@ func (c *Client) checkClaim(ctx context.Context, id string, seq uint64, data []b
 	orig, err := stream.GetMsg(ctx, seq)
 	switch {
 	case err == nil:
-		if orig.Header.Get(HeaderMsgID) == id && bytes.Equal(orig.Data, data) {
+		if orig.Header.Get(HeaderMsgID) == MsgID(c.tenant, id) && bytes.Equal(orig.Data, data) {
 			return nil
 		}
 		return fmt.Errorf("%w: job %s (message %d)", ErrIDTaken, id, seq)
@@ -184,13 +199,11 @@ func (c *Client) Watch(ctx context.Context, id string) (*Watch, error) {
 	if !ValidToken(id) {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidID, id)
 	}
-	// The events filter also matches a result stored in the events stream
-	// by a worker older than the results stream (until it ages out).
-	events, err := c.follow(ctx, c.subjects.EventsStream(), c.subjects.JobEvents(id))
+	events, err := c.follow(ctx, c.subjects.EventsStream(), c.subjects.JobEvents(c.tenant, id))
 	if err != nil {
 		return nil, fmt.Errorf("jobs: following job %s: %w", id, err)
 	}
-	results, err := c.follow(ctx, c.subjects.ResultsStream(), c.subjects.Event(id, EventResult))
+	results, err := c.follow(ctx, c.subjects.ResultsStream(), c.subjects.Event(c.tenant, id, EventResult))
 	if err != nil {
 		events.Stop()
 		return nil, fmt.Errorf("jobs: following job %s: %w", id, err)
@@ -382,7 +395,7 @@ func (w *Watch) lastEvent(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("jobs: following job %s: %w", w.id, err)
 	}
-	msg, err := stream.GetLastMsgForSubject(ctx, w.c.subjects.JobEvents(w.id))
+	msg, err := stream.GetLastMsgForSubject(ctx, w.c.subjects.JobEvents(w.c.tenant, w.id))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return 0, nil
@@ -402,7 +415,7 @@ func (w *Watch) replay(ctx context.Context, h Handlers, f *attemptFilter, res *R
 	if target == 0 {
 		return nil
 	}
-	it, err := w.c.follow(ctx, w.c.subjects.EventsStream(), w.c.subjects.JobEvents(w.id))
+	it, err := w.c.follow(ctx, w.c.subjects.EventsStream(), w.c.subjects.JobEvents(w.c.tenant, w.id))
 	if err != nil {
 		return fmt.Errorf("jobs: replaying job %s: %w", w.id, err)
 	}
@@ -461,7 +474,7 @@ func (c *Client) Cancel(ctx context.Context, id, reason string) error {
 		return fmt.Errorf("%w: %q", ErrInvalidID, id)
 	}
 	data, _ := json.Marshal(CancelRequest{V: Version, Reason: reason})
-	_, err := c.js.Publish(ctx, c.subjects.Cancel(id), data)
+	_, err := c.js.Publish(ctx, c.subjects.Cancel(c.tenant, id), data)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("%w: %w", ErrNoStreams, err)
@@ -471,7 +484,8 @@ func (c *Client) Cancel(ctx context.Context, id, reason string) error {
 	return nil
 }
 
-// Lookup returns job id's result, or ErrNoResult.
+// Lookup returns the result of the client's tenant's job id, or
+// ErrNoResult.
 func (c *Client) Lookup(ctx context.Context, id string) (*Result, error) {
 	if !ValidToken(id) {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidID, id)
@@ -483,14 +497,7 @@ func (c *Client) Lookup(ctx context.Context, id string) (*Result, error) {
 		}
 		return nil, err
 	}
-	subject := c.subjects.Event(id, EventResult)
-	msg, err := FirstResult(ctx, stream, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		// A result stored by a worker older than the results stream.
-		if events, serr := c.js.Stream(ctx, c.subjects.EventsStream()); serr == nil {
-			msg, err = events.GetLastMsgForSubject(ctx, subject)
-		}
-	}
+	msg, err := FirstResult(ctx, stream, c.subjects.Event(c.tenant, id, EventResult))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, ErrNoResult
 	}

@@ -15,15 +15,21 @@ import (
 
 // Version is the protocol version of every document this package writes.
 // A job with a higher "v" is rejected; a missing "v" is read as Version.
-const Version = 1
+// Version 2 put the tenant in every subject (docs/protocol.md); a job
+// document of version 1 is still accepted, on a version 2 subject.
+const Version = 2
 
 // Job is a request to run Python code, published to Subjects.Jobs(queue).
 type Job struct {
 	V int `json:"v"`
 	// ID names the job's subjects, so it must be a single subject token
 	// (see ValidID). It also deduplicates: the same ID runs once.
-	ID   string `json:"id"`
-	Code string `json:"code"`
+	ID string `json:"id"`
+	// Tenant, if set, must be the tenant of the subject the job was
+	// published on (invalid_tenant otherwise): the subject decides, the
+	// field only lets a submitter state what it expects.
+	Tenant string `json:"tenant,omitempty"`
+	Code   string `json:"code"`
 	// Session runs the code in a persistent namespace shared with earlier
 	// jobs of the same session.
 	Session string `json:"session,omitempty"`
@@ -33,7 +39,9 @@ type Job struct {
 	MemoryMB  int64 `json:"memory_mb,omitempty"`
 	// Trace asks for line-level trace events on Subjects.Event(id, Trace).
 	Trace bool `json:"trace,omitempty"`
-	// Packages name objects of the packages bucket to make importable.
+	// Packages name packages to make importable: "name" is the tenant's
+	// package of that name, else the platform's; "name@sha256:<hex>"
+	// also pins its content (package_mismatch if it differs).
 	Packages []string `json:"packages,omitempty"`
 	// Callbacks is an allow-list of the worker's callbacks the code may
 	// call. Absent (null) means all of them; [] means none. It is encoded
@@ -61,8 +69,10 @@ const (
 // Result is the one and only document published on Subjects.Event(id,
 // EventResult) for a job.
 type Result struct {
-	V      int    `json:"v"`
-	ID     string `json:"id"`
+	V  int    `json:"v"`
+	ID string `json:"id"`
+	// Tenant is the tenant the job ran for (from its subject).
+	Tenant string `json:"tenant"`
 	Status Status `json:"status"`
 	// Code and Reason explain a rejected (and, in prose, a cancelled) job.
 	Code   RejectCode `json:"code,omitempty"`
@@ -170,6 +180,8 @@ const (
 	HeaderDLQDeliveries = "Eryx-DLQ-Deliveries"
 	HeaderDLQSubject    = "Eryx-DLQ-Subject"
 	// HeaderMsgID is JetStream's deduplication header (nats.MsgIdHdr).
+	// A job's is MsgID(tenant, id): the jobs stream deduplicates across
+	// tenants, so the bare id would let one tenant block another's ids.
 	HeaderMsgID = "Nats-Msg-Id"
 )
 

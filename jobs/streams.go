@@ -2,9 +2,12 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -84,9 +87,10 @@ func (t Topology) withDefaults() Topology {
 }
 
 // StreamConfigs returns the configuration of every stream, for
-// documentation and for EnsureStreams, in the order they must be created:
-// the events stream loses the result subject (which it captured before
-// the results stream existed) before the results stream claims it.
+// documentation and for EnsureStreams. Protocol v2 changed every stream's
+// subjects, and no v2 subject overlaps a v1 one, so streams of either
+// version are updated in place in any order (what they stored under v1
+// subjects stays until it ages out; MigrateV1Jobs moves queued jobs).
 func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	t = t.withDefaults()
 	s := t.Subjects
@@ -187,4 +191,55 @@ func (t Topology) EnsureStreams(ctx context.Context, js jetstream.JetStream) err
 		return fmt.Errorf("jobs: object store %s: %w", t.Subjects.PackagesBucket(), err)
 	}
 	return nil
+}
+
+// DefaultMigrateMax bounds the v1 jobs one MigrateV1Jobs call moves.
+const DefaultMigrateMax = 100_000
+
+// MigrateV1Jobs moves the jobs queued under protocol v1 subjects
+// (<prefix>.jobs.<queue>, which no v2 consumer matches) to the default
+// tenant of their queue (<prefix>.jobs.<queue>.default): a single-tenant
+// deployment upgraded with jobs in its queue loses none. Each is
+// republished, then deleted, so a crash in between runs it at most twice
+// (the worker's duplicate check stops the second if the first finished).
+// It moves at most max (DefaultMigrateMax if <= 0) and returns how many.
+func (t Topology) MigrateV1Jobs(ctx context.Context, js jetstream.JetStream, max int) (int, error) {
+	if max <= 0 {
+		max = DefaultMigrateMax
+	}
+	s := t.Subjects
+	stream, err := js.Stream(ctx, s.JobsStream())
+	if err != nil {
+		return 0, fmt.Errorf("jobs: migrating v1 jobs: %w", err)
+	}
+	moved := 0
+	for seq := uint64(1); moved < max; {
+		msg, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.LegacyJobs()))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return moved, nil
+		}
+		if err != nil {
+			return moved, fmt.Errorf("jobs: migrating v1 jobs: %w", err)
+		}
+		queue := strings.TrimPrefix(msg.Subject, s.prefix()+".jobs.")
+		out := &nats.Msg{Subject: s.Jobs(queue, DefaultTenant), Data: msg.Data, Header: nats.Header{}}
+		for k, v := range msg.Header {
+			// Nats-Msg-Id would be deduplicated against the original;
+			// the job's id is in its body.
+			if !strings.HasPrefix(strings.ToLower(k), "nats-") {
+				out.Header[k] = v
+			}
+		}
+		if ValidToken(queue) {
+			if _, err := js.PublishMsg(ctx, out, jetstream.WithExpectStream(s.JobsStream())); err != nil {
+				return moved, fmt.Errorf("jobs: migrating v1 job %d: %w", msg.Sequence, err)
+			}
+		}
+		if err := stream.DeleteMsg(ctx, msg.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return moved, fmt.Errorf("jobs: migrating v1 job %d: %w", msg.Sequence, err)
+		}
+		moved++
+		seq = msg.Sequence + 1
+	}
+	return moved, nil
 }

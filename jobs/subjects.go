@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -38,40 +39,113 @@ func (s Subjects) prefix() string {
 	return s.Prefix
 }
 
-// Jobs is the subject jobs of queue are published on: <prefix>.jobs.<queue>.
-func (s Subjects) Jobs(queue string) string {
+// DefaultTenant is the tenant of single-tenant deployments: jobs.Client
+// submits under it unless told otherwise (WithTenant).
+const DefaultTenant = "default"
+
+// PlatformTenant is the owner of platform-wide packages: "_platform/<name>"
+// in the packages bucket. It is not a valid tenant name (tenants start
+// with a letter or digit), so no tenant can be given it.
+const PlatformTenant = "_platform"
+
+// maxTenantLen bounds a tenant name.
+const maxTenantLen = 63
+
+// ErrInvalidTenant: a tenant name outside [a-z0-9][a-z0-9_-]{0,62}.
+var ErrInvalidTenant = errors.New("jobs: invalid tenant name")
+
+// ValidTenant checks a tenant name: one subject token of 1-63 lower-case
+// letters, digits, '_' and '-', starting with a letter or digit. The
+// tenant is the token every NATS permission of a tenant is written
+// against, so it allows nothing a wildcard or a KV key could trip over.
+func ValidTenant(t string) error {
+	ok := t != "" && len(t) <= maxTenantLen
+	for i := 0; ok && i < len(t); i++ {
+		c := t[i]
+		ok = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '_' || c == '-')
+	}
+	if !ok {
+		return fmt.Errorf("%w %q: use 1-%d lower-case letters, digits, '_' and '-', starting with a letter or digit",
+			ErrInvalidTenant, truncateForReason(t), maxTenantLen)
+	}
+	return nil
+}
+
+// Jobs is the subject tenant publishes jobs of queue on:
+// <prefix>.jobs.<queue>.<tenant>.
+func (s Subjects) Jobs(queue, tenant string) string {
 	if queue == "" {
 		queue = DefaultQueue
 	}
-	return s.prefix() + ".jobs." + queue
+	if tenant == "" {
+		tenant = DefaultTenant
+	}
+	return s.prefix() + ".jobs." + queue + "." + tenant
+}
+
+// QueueJobs matches every tenant's jobs of queue (a worker's filter).
+func (s Subjects) QueueJobs(queue string) string {
+	if queue == "" {
+		queue = DefaultQueue
+	}
+	return s.prefix() + ".jobs." + queue + ".*"
 }
 
 // AllJobs matches every queue's jobs (the jobs stream's subject).
-func (s Subjects) AllJobs() string { return s.prefix() + ".jobs.*" }
+func (s Subjects) AllJobs() string { return s.prefix() + ".jobs.*.*" }
 
-// Event is the subject of one kind of event of job id:
-// <prefix>.job.<id>.<kind>.
-func (s Subjects) Event(id string, kind EventKind) string {
-	return s.prefix() + ".job." + id + "." + string(kind)
+// LegacyJobs matches the jobs of protocol v1 (<prefix>.jobs.<queue>),
+// which a worker moves to the default tenant at start.
+func (s Subjects) LegacyJobs() string { return s.prefix() + ".jobs.*" }
+
+// ParseJobs splits a job subject into its queue and tenant.
+func (s Subjects) ParseJobs(subject string) (queue, tenant string, ok bool) {
+	rest, found := strings.CutPrefix(subject, s.prefix()+".jobs.")
+	if !found {
+		return "", "", false
+	}
+	queue, tenant, found = strings.Cut(rest, ".")
+	if !found || !ValidToken(queue) || ValidTenant(tenant) != nil {
+		return "", "", false
+	}
+	return queue, tenant, true
 }
 
-// JobEvents matches every event of job id.
-func (s Subjects) JobEvents(id string) string { return s.prefix() + ".job." + id + ".*" }
+// TenantPrefix is the first tokens of every per-job subject of tenant:
+// <prefix>.t.<tenant>. One permission on TenantPrefix(T)+".>" covers a
+// tenant's events, results and cancels.
+func (s Subjects) TenantPrefix(tenant string) string {
+	if tenant == "" {
+		tenant = DefaultTenant
+	}
+	return s.prefix() + ".t." + tenant
+}
+
+// Event is the subject of one kind of event of tenant's job id:
+// <prefix>.t.<tenant>.job.<id>.<kind>.
+func (s Subjects) Event(tenant, id string, kind EventKind) string {
+	return s.TenantPrefix(tenant) + ".job." + id + "." + string(kind)
+}
+
+// JobEvents matches every event (and the result) of tenant's job id.
+func (s Subjects) JobEvents(tenant, id string) string {
+	return s.TenantPrefix(tenant) + ".job." + id + ".*"
+}
 
 // AllEvents matches every job's events and results, across both streams.
-func (s Subjects) AllEvents() string { return s.prefix() + ".job.*.*" }
+func (s Subjects) AllEvents() string { return s.prefix() + ".t.*.job.*.*" }
 
 // EventsStreamSubjects are the subjects of the events stream: stdout,
 // stderr and trace of every job, and the worker's ordering barrier. The
 // result subject is not among them: results have a stream of their own,
 // which output cannot fill.
 func (s Subjects) EventsStreamSubjects() []string {
-	p := s.prefix() + ".job.*."
+	p := s.prefix() + ".t.*.job.*."
 	return []string{p + string(EventStdout), p + string(EventStderr), p + string(EventTrace), s.EventsBarrier()}
 }
 
 // AllResults matches every job's result (the results stream's subject).
-func (s Subjects) AllResults() string { return s.prefix() + ".job.*." + string(EventResult) }
+func (s Subjects) AllResults() string { return s.prefix() + ".t.*.job.*." + string(EventResult) }
 
 // EventsBarrier is a subject of the events stream that nothing is ever
 // stored on: a worker publishes to it, expecting a stream that cannot
@@ -89,17 +163,50 @@ func (s Subjects) WorkerHolds(queue string) string {
 	return s.prefix() + ".workers." + queue + ".holds"
 }
 
-// Cancel is the subject that cancels job id: <prefix>.control.cancel.<id>.
-func (s Subjects) Cancel(id string) string { return s.prefix() + ".control.cancel." + id }
+// Cancel is the subject that cancels tenant's job id:
+// <prefix>.t.<tenant>.cancel.<id>.
+func (s Subjects) Cancel(tenant, id string) string { return s.TenantPrefix(tenant) + ".cancel." + id }
 
-// AllCancels matches every cancel message.
-func (s Subjects) AllCancels() string { return s.prefix() + ".control.cancel.*" }
+// AllCancels matches every tenant's cancel messages.
+func (s Subjects) AllCancels() string { return s.prefix() + ".t.*.cancel.*" }
 
-// DeadLetter is the subject dead-lettered jobs of queue are copied to.
-func (s Subjects) DeadLetter(queue string) string { return s.prefix() + ".dlq." + queue }
+// ParseCancel splits a cancel subject into its tenant and job id.
+func (s Subjects) ParseCancel(subject string) (tenant, id string, ok bool) {
+	rest, found := strings.CutPrefix(subject, s.prefix()+".t.")
+	if !found {
+		return "", "", false
+	}
+	tenant, rest, found = strings.Cut(rest, ".cancel.")
+	if !found || ValidTenant(tenant) != nil || !ValidToken(rest) {
+		return "", "", false
+	}
+	return tenant, rest, true
+}
+
+// DeadLetter is the subject dead-lettered jobs of queue and tenant are
+// copied to: <prefix>.dlq.<queue>.<tenant>.
+func (s Subjects) DeadLetter(queue, tenant string) string {
+	if tenant == "" {
+		tenant = DefaultTenant
+	}
+	return s.prefix() + ".dlq." + queue + "." + tenant
+}
 
 // AllDeadLetters matches every queue's dead letters.
-func (s Subjects) AllDeadLetters() string { return s.prefix() + ".dlq.*" }
+func (s Subjects) AllDeadLetters() string { return s.prefix() + ".dlq.*.*" }
+
+// MsgID is the Nats-Msg-Id of tenant's job id, "<tenant>.<id>".
+func MsgID(tenant, id string) string { return tenant + "." + id }
+
+// SessionKey is the key of tenant's session in the sessions bucket,
+// "<tenant>.<session>": the same session id in two tenants is two
+// sessions.
+func SessionKey(tenant, session string) string { return tenant + "." + session }
+
+// PackageObject is the name of tenant's package in the packages bucket,
+// "<tenant>/<name>"; PackageObject(PlatformTenant, name) is the
+// platform-wide one.
+func PackageObject(tenant, name string) string { return tenant + "/" + name }
 
 // streamName derives a stream or bucket name from the prefix, so that the
 // default prefix gives ERYX_JOBS and "acme.eryx" gives ACME_ERYX_JOBS.
@@ -190,15 +297,19 @@ func lastToken(subject string) string {
 	return subject
 }
 
-// ParseEvent splits an event subject into its job id and kind.
-func (s Subjects) ParseEvent(subject string) (id string, kind EventKind, ok bool) {
-	rest, found := strings.CutPrefix(subject, s.prefix()+".job.")
+// ParseEvent splits an event subject into its tenant, job id and kind.
+func (s Subjects) ParseEvent(subject string) (tenant, id string, kind EventKind, ok bool) {
+	rest, found := strings.CutPrefix(subject, s.prefix()+".t.")
 	if !found {
-		return "", "", false
+		return "", "", "", false
+	}
+	tenant, rest, found = strings.Cut(rest, ".job.")
+	if !found || ValidTenant(tenant) != nil {
+		return "", "", "", false
 	}
 	id, k, found := strings.Cut(rest, ".")
 	if !found || !ValidToken(id) || strings.Contains(k, ".") {
-		return "", "", false
+		return "", "", "", false
 	}
-	return id, EventKind(k), true
+	return tenant, id, EventKind(k), true
 }

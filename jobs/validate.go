@@ -26,6 +26,9 @@ const (
 	CodeNotAllowed         RejectCode = "not_allowed"         // network or callback request beyond the policy
 	CodeUnsupported        RejectCode = "unsupported"         // a feature this worker does not offer
 	CodeDeadLetter         RejectCode = "dead_letter"         // deliveries exhausted (it kept killing workers)
+	CodeInvalidTenant      RejectCode = "invalid_tenant"      // the job's tenant field names another tenant than its subject
+	CodePackageMismatch    RejectCode = "package_mismatch"    // a pinned package's content has another hash
+	CodeSessionTampered    RejectCode = "session_tampered"    // the session's snapshot fails its integrity check
 )
 
 // RejectError is why a job is rejected. Compare with errors.Is against the
@@ -60,6 +63,9 @@ var (
 	ErrBadPackage         = &RejectError{Code: CodeBadPackage}
 	ErrNotAllowed         = &RejectError{Code: CodeNotAllowed}
 	ErrUnsupported        = &RejectError{Code: CodeUnsupported}
+	ErrTenantMismatch     = &RejectError{Code: CodeInvalidTenant}
+	ErrPackageMismatch    = &RejectError{Code: CodePackageMismatch}
+	ErrSessionTampered    = &RejectError{Code: CodeSessionTampered}
 )
 
 func reject(code RejectCode, format string, args ...any) *RejectError {
@@ -189,7 +195,7 @@ func (p Policy) Validate(job *Job) (Plan, error) {
 	if job.Trace && !p.Trace {
 		return plan, reject(CodeUnsupported, "this worker does not offer tracing")
 	}
-	if err := checkNames("package", job.Packages); err != nil {
+	if err := checkPackages(job.Packages); err != nil {
 		return plan, err
 	}
 	if err := checkNames("callback", job.Callbacks); err != nil {
@@ -224,6 +230,61 @@ func checkNames(kind string, names []string) error {
 	for _, n := range names {
 		if !ValidName(n) {
 			return reject(CodeMalformed, "invalid %s name %q", kind, truncateForReason(n))
+		}
+	}
+	return nil
+}
+
+// CheckTenant rejects a job whose tenant field names another tenant than
+// the one its subject says (the one it runs for).
+func CheckTenant(job *Job, tenant string) error {
+	if job.Tenant != "" && job.Tenant != tenant {
+		return reject(CodeInvalidTenant, "the job names tenant %q but was submitted for tenant %q",
+			truncateForReason(job.Tenant), tenant)
+	}
+	return nil
+}
+
+// PackageRef is a job's reference to a package: a name, and optionally
+// the SHA-256 (lower-case hex) its content must have.
+type PackageRef struct {
+	Name   string
+	SHA256 string
+}
+
+// String is the reference as a job writes it.
+func (r PackageRef) String() string {
+	if r.SHA256 == "" {
+		return r.Name
+	}
+	return r.Name + pinSep + r.SHA256
+}
+
+const pinSep = "@sha256:"
+
+// ParsePackageRef parses "name" or "name@sha256:<64 hex digits>".
+func ParsePackageRef(s string) (PackageRef, error) {
+	name, sum, pinned := strings.Cut(s, pinSep)
+	if !ValidName(name) {
+		return PackageRef{}, reject(CodeMalformed, "invalid package name %q", truncateForReason(name))
+	}
+	if !pinned {
+		return PackageRef{Name: name}, nil
+	}
+	sum = strings.ToLower(sum)
+	if len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
+		return PackageRef{}, reject(CodeMalformed, "package %q: the pin must be sha256: and 64 hex digits", name)
+	}
+	return PackageRef{Name: name, SHA256: sum}, nil
+}
+
+func checkPackages(refs []string) error {
+	if len(refs) > maxListItems {
+		return reject(CodeMalformed, "%d packages listed, at most %d", len(refs), maxListItems)
+	}
+	for _, r := range refs {
+		if _, err := ParsePackageRef(r); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -16,7 +16,7 @@ func TestDecodeJob(t *testing.T) {
 		want error
 	}{
 		{"minimal", `{"id":"a","code":"print(1)"}`, 0, nil},
-		{"all fields", `{"v":1,"id":"a","code":"1","session":"s","timeout_ms":5,"memory_mb":64,"trace":true,"packages":["p"],"callbacks":[],"network":{"allow":[]}}`, 0, nil},
+		{"all fields", `{"v":2,"id":"a","tenant":"acme","code":"1","session":"s","timeout_ms":5,"memory_mb":64,"trace":true,"packages":["p"],"callbacks":[],"network":{"allow":[]}}`, 0, nil},
 		{"too large", `{"id":"a","code":"print(1)"}`, 10, ErrTooLarge},
 		{"not JSON", `print(1)`, 0, ErrMalformed},
 		{"unknown field", `{"id":"a","code":"1","timeout":5}`, 0, ErrMalformed},
@@ -64,7 +64,7 @@ func TestValidate(t *testing.T) {
 		{"wildcard id", Job{ID: "*"}, ErrInvalidID, 0, 0},
 		{"long id", Job{ID: strings.Repeat("a", 129)}, ErrInvalidID, 0, 0},
 		{"bad session", Job{ID: "a", Session: "x y"}, ErrInvalidID, 0, 0},
-		{"newer version", Job{V: 2, ID: "a"}, ErrUnsupportedVersion, 0, 0},
+		{"newer version", Job{V: Version + 1, ID: "a"}, ErrUnsupportedVersion, 0, 0},
 		{"code too large", Job{ID: "a", Code: strings.Repeat("x", 101)}, ErrTooLarge, 0, 0},
 		{"NUL", Job{ID: "a", Code: "1\x00"}, ErrInvalidCode, 0, 0},
 		{"invalid UTF-8", Job{ID: "a", Code: "\xff"}, ErrInvalidCode, 0, 0},
@@ -131,24 +131,32 @@ func TestSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct{ got, want string }{
-		{def.Jobs(""), "eryx.jobs.default"},
-		{def.Jobs("gpu"), "eryx.jobs.gpu"},
-		{def.Event("j1", EventStdout), "eryx.job.j1.stdout"},
-		{def.Event("j1", EventResult), "eryx.job.j1.result"},
-		{def.JobEvents("j1"), "eryx.job.j1.*"},
-		{def.Cancel("j1"), "eryx.control.cancel.j1"},
-		{def.DeadLetter("default"), "eryx.dlq.default"},
+		{def.Jobs("", ""), "eryx.jobs.default.default"},
+		{def.Jobs("gpu", "acme"), "eryx.jobs.gpu.acme"},
+		{def.QueueJobs("gpu"), "eryx.jobs.gpu.*"},
+		{def.AllJobs(), "eryx.jobs.*.*"},
+		{def.TenantPrefix("acme"), "eryx.t.acme"},
+		{def.Event("acme", "j1", EventStdout), "eryx.t.acme.job.j1.stdout"},
+		{def.Event("acme", "j1", EventResult), "eryx.t.acme.job.j1.result"},
+		{def.JobEvents("acme", "j1"), "eryx.t.acme.job.j1.*"},
+		{def.Cancel("acme", "j1"), "eryx.t.acme.cancel.j1"},
+		{def.AllCancels(), "eryx.t.*.cancel.*"},
+		{def.DeadLetter("default", "acme"), "eryx.dlq.default.acme"},
+		{def.AllDeadLetters(), "eryx.dlq.*.*"},
 		{def.JobsStream(), "ERYX_JOBS"},
 		{def.EventsStream(), "ERYX_EVENTS"},
 		{def.ResultsStream(), "ERYX_RESULTS"},
-		{def.AllResults(), "eryx.job.*.result"},
+		{def.AllResults(), "eryx.t.*.job.*.result"},
 		{def.WorkerHolds(""), "eryx.workers.default.holds"},
 		{def.EventsBarrier(), "eryx.events.barrier"},
 		{def.ControlStream(), "ERYX_CONTROL"},
 		{def.DeadLetterStream(), "ERYX_DLQ"},
 		{def.PackagesBucket(), "ERYX_PACKAGES"},
 		{def.SessionsBucket(), "ERYX_SESSIONS"},
-		{acme.Jobs(""), "acme.eryx.jobs.default"},
+		{SessionKey("acme", "s1"), "acme.s1"},
+		{PackageObject("acme", "lib"), "acme/lib"},
+		{PackageObject(PlatformTenant, "lib"), "_platform/lib"},
+		{acme.Jobs("", ""), "acme.eryx.jobs.default.default"},
 		{acme.JobsStream(), "ACME_ERYX_JOBS"},
 		{MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default"), "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ERYX_JOBS.workers-default"},
 	}
@@ -157,17 +165,91 @@ func TestSubjects(t *testing.T) {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
 		}
 	}
-	if id, kind, ok := def.ParseEvent("eryx.job.j1.stderr"); !ok || id != "j1" || kind != EventStderr {
-		t.Errorf("ParseEvent: %q %q %v", id, kind, ok)
+	if tenant, id, kind, ok := def.ParseEvent("eryx.t.acme.job.j1.stderr"); !ok || tenant != "acme" || id != "j1" || kind != EventStderr {
+		t.Errorf("ParseEvent: %q %q %q %v", tenant, id, kind, ok)
 	}
-	for _, bad := range []string{"eryx.jobs.x", "acme.job.j1.stdout", "eryx.job.j1", "eryx.job.a.b.c"} {
-		if _, _, ok := def.ParseEvent(bad); ok {
+	for _, bad := range []string{"eryx.jobs.x", "acme.t.a.job.j1.stdout", "eryx.t.a.job.j1", "eryx.t.a.job.a.b.c", "eryx.job.j1.stdout", "eryx.t.A.job.j1.stdout"} {
+		if _, _, _, ok := def.ParseEvent(bad); ok {
 			t.Errorf("ParseEvent(%q) accepted", bad)
+		}
+	}
+	if q, tenant, ok := def.ParseJobs("eryx.jobs.gpu.acme"); !ok || q != "gpu" || tenant != "acme" {
+		t.Errorf("ParseJobs: %q %q %v", q, tenant, ok)
+	}
+	for _, bad := range []string{"eryx.jobs.gpu", "eryx.jobs.gpu.Acme", "eryx.jobs.gpu.a.b", "eryx.jobs.gpu._platform"} {
+		if _, _, ok := def.ParseJobs(bad); ok {
+			t.Errorf("ParseJobs(%q) accepted", bad)
+		}
+	}
+	if tenant, id, ok := def.ParseCancel("eryx.t.acme.cancel.j1"); !ok || tenant != "acme" || id != "j1" {
+		t.Errorf("ParseCancel: %q %q %v", tenant, id, ok)
+	}
+	for _, bad := range []string{"eryx.control.cancel.j1", "eryx.t.acme.cancel.a.b", "eryx.t..cancel.j1"} {
+		if _, _, ok := def.ParseCancel(bad); ok {
+			t.Errorf("ParseCancel(%q) accepted", bad)
 		}
 	}
 	for _, bad := range []string{"a..b", "a.*", "a b", ">"} {
 		if _, err := NewSubjects(bad); err == nil {
 			t.Errorf("NewSubjects(%q) accepted", bad)
+		}
+	}
+}
+
+func TestValidTenant(t *testing.T) {
+	for _, ok := range []string{"default", "a", "acme-corp", "t_1", "0abc", strings.Repeat("a", 63)} {
+		if err := ValidTenant(ok); err != nil {
+			t.Errorf("ValidTenant(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "Acme", "_platform", "-a", "a.b", "a*", "a>", "a b", strings.Repeat("a", 64), "é"} {
+		if err := ValidTenant(bad); !errors.Is(err, ErrInvalidTenant) {
+			t.Errorf("ValidTenant(%q) = %v, want ErrInvalidTenant", bad, err)
+		}
+	}
+}
+
+func TestCheckTenant(t *testing.T) {
+	tests := []struct {
+		field, subject string
+		ok             bool
+	}{
+		{"", "acme", true},
+		{"acme", "acme", true},
+		{"other", "acme", false},
+		{"default", "acme", false},
+	}
+	for _, tt := range tests {
+		err := CheckTenant(&Job{Tenant: tt.field}, tt.subject)
+		if (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrTenantMismatch)) {
+			t.Errorf("CheckTenant(%q on %q) = %v", tt.field, tt.subject, err)
+		}
+	}
+}
+
+func TestParsePackageRef(t *testing.T) {
+	sum := strings.Repeat("ab", 32)
+	tests := []struct {
+		in   string
+		want PackageRef
+		ok   bool
+	}{
+		{"lib", PackageRef{Name: "lib"}, true},
+		{"lib@sha256:" + sum, PackageRef{Name: "lib", SHA256: sum}, true},
+		{"lib@sha256:" + strings.ToUpper(sum), PackageRef{Name: "lib", SHA256: sum}, true},
+		{"lib@sha256:abc", PackageRef{}, false},
+		{"lib@sha256:" + strings.Repeat("zz", 32), PackageRef{}, false},
+		{"lib@md5:" + sum, PackageRef{}, false},
+		{"../lib", PackageRef{}, false},
+		{"a/b", PackageRef{}, false},
+	}
+	for _, tt := range tests {
+		got, err := ParsePackageRef(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParsePackageRef(%q) = %+v, %v", tt.in, got, err)
+		}
+		if tt.ok && got.String() != strings.ToLower(tt.in) {
+			t.Errorf("String() = %q, want %q", got.String(), tt.in)
 		}
 	}
 }

@@ -16,10 +16,19 @@
 // The entry is written with a plain JetStream publish on the KV subject
 // ($KV.<bucket>.<id>) because the KV API cannot combine a revision check
 // with a per-key TTL; KV tools still see ordinary entries.
+//
+// Integrity: with Config.MACKey set, every commit stores an HMAC-SHA256 of
+// the session id and the snapshot in the metadata (Meta.MAC), and every
+// load checks it before returning the snapshot: an entry or blob written
+// or edited by anyone without the key fails with ErrTampered. The id is
+// part of the tag, so a snapshot moved to another session's key fails too.
 package kvstate
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +84,9 @@ var (
 	ErrInvalidID = errors.New("invalid session id")
 	// ErrCorrupt: an entry or blob that this package cannot read.
 	ErrCorrupt = errors.New("session entry corrupt")
+	// ErrTampered: the snapshot's integrity tag is missing or wrong (it
+	// was not committed with this store's MACKey, or edited since).
+	ErrTampered = errors.New("session snapshot fails its integrity check")
 )
 
 var idRE = regexp.MustCompile(`^[A-Za-z0-9_=\-]+(\.[A-Za-z0-9_=\-]+)*$`)
@@ -100,6 +112,41 @@ type Config struct {
 	// them (defaults: 1, file).
 	Replicas int
 	Storage  jetstream.StorageType
+	// MACKey, if set, makes commits tag snapshots and loads refuse any
+	// whose tag does not verify (ErrTampered). At least MinMACKeyBytes.
+	MACKey []byte
+}
+
+// MinMACKeyBytes is the shortest MACKey Open accepts.
+const MinMACKeyBytes = 32
+
+// macContext separates this tag from any other use of the key.
+const macContext = "eryx-session-snapshot-v1"
+
+// mac is the integrity tag of id's snapshot data.
+func mac(key []byte, id string, data []byte) string {
+	h := hmac.New(sha256.New, key)
+	h.Write([]byte(macContext))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	h.Write([]byte{0})
+	h.Write(data)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// verify checks data against the entry's tag, when the store has a key.
+func (s *Store) verify(id string, meta Meta, data []byte) error {
+	if len(s.cfg.MACKey) == 0 {
+		return nil
+	}
+	if meta.MAC == "" {
+		return fmt.Errorf("%w: %s: the entry has no integrity tag (not written by a worker)", ErrTampered, id)
+	}
+	want := mac(s.cfg.MACKey, id, data)
+	if !hmac.Equal([]byte(want), []byte(meta.MAC)) {
+		return fmt.Errorf("%w: %s: the integrity tag does not match the snapshot", ErrTampered, id)
+	}
+	return nil
 }
 
 func (c Config) withDefaults() Config {
@@ -146,6 +193,9 @@ type Meta struct {
 	Commits uint64 `json:"commits"`
 	// Blob is the object holding the snapshot, "" when it is inline.
 	Blob string `json:"blob,omitempty"`
+	// MAC is the snapshot's integrity tag (hex HMAC-SHA256, see
+	// Config.MACKey); "" when the committing store had no key.
+	MAC string `json:"mac,omitempty"`
 }
 
 // ExpiresAt is when the session expires unless committed again.
@@ -199,6 +249,9 @@ const maxHeads = 4096
 // existing bucket's configuration is changed.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	cfg = cfg.withDefaults()
+	if n := len(cfg.MACKey); n > 0 && n < MinMACKeyBytes {
+		return nil, fmt.Errorf("kvstate: the snapshot key has %d bytes, at least %d are needed", n, MinMACKeyBytes)
+	}
 	kv, err := js.KeyValue(ctx, cfg.Bucket)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
@@ -303,6 +356,9 @@ func (s *Store) load(ctx context.Context, id string, have uint64) (*Session, err
 			return sess, nil
 		}
 		if sess.Blob == "" {
+			if err := s.verify(id, sess.Meta, inline); err != nil {
+				return nil, err
+			}
 			sess.Data = inline
 			return sess, nil
 		}
@@ -328,6 +384,9 @@ func (s *Store) load(ctx context.Context, id string, have uint64) (*Session, err
 		}
 		if int64(len(data)) != sess.Size {
 			return nil, fmt.Errorf("%w: %s: blob has %d bytes, entry says %d", ErrCorrupt, id, len(data), sess.Size)
+		}
+		if err := s.verify(id, sess.Meta, data); err != nil {
+			return nil, err
 		}
 		sess.Data = data
 		return sess, nil
@@ -402,9 +461,12 @@ func (s *Store) Commit(ctx context.Context, id string, data []byte, expected uin
 	if prev != nil {
 		meta.Created, meta.Commits = prev.meta.Created, prev.meta.Commits+1
 	}
+	if len(s.cfg.MACKey) > 0 {
+		meta.MAC = mac(s.cfg.MACKey, id, data)
+	}
 	value := data
 	if len(data)+len(HeaderMeta)+512 > s.inlineMax {
-		meta.Blob = id + "/" + nuid.Next()
+		meta.Blob = blobPrefix(id) + nuid.Next()
 		if _, err := s.obs.PutBytes(ctx, meta.Blob, data); err != nil {
 			return 0, fmt.Errorf("kvstate: commit %s: blob: %w", id, err)
 		}
@@ -556,8 +618,7 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		if time.Since(o.ModTime) < s.cfg.SweepGrace {
 			continue
 		}
-		id, _, _ := strings.Cut(o.Name, "/")
-		sess, err := s.Info(ctx, id)
+		sess, err := s.Info(ctx, blobID(o.Name))
 		switch {
 		case err == nil && sess.Blob == o.Name:
 			continue // in use
@@ -572,6 +633,19 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		removed++
 	}
 	return removed, nil
+}
+
+// blobPrefix is the start of the names of id's blobs: the id with its
+// dots as slashes, so that a tenant's session "acme.s1" has its blobs
+// under "acme/s1/" (ids hold no slashes, so blobID undoes it).
+func blobPrefix(id string) string { return strings.ReplaceAll(id, ".", "/") + "/" }
+
+// blobID is the session id a blob name belongs to.
+func blobID(name string) string {
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[:i]
+	}
+	return strings.ReplaceAll(name, "/", ".")
 }
 
 func (s *Store) remember(id string, h head) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -543,5 +544,134 @@ func TestLoadChecksSizesBeforeDownloading(t *testing.T) {
 			}
 			t.Logf("refused after %d bytes: %v", got, err)
 		})
+	}
+}
+
+// A store with a MAC key refuses snapshots it did not tag: edited in KV,
+// replaced in the object store, copied from another session, or written
+// without the key. What it tagged itself loads.
+func TestIntegrityTag(t *testing.T) {
+	key := bytes.Repeat([]byte("k"), kvstate.MinMACKeyBytes)
+	s := startJS(t)
+	ctx := context.Background()
+	cfg := kvstate.Config{MACKey: key, MaxValueSize: 64 << 10}
+	st, js := openStore(t, s, cfg)
+	kv, err := js.KeyValue(ctx, kvstate.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.ObjectStore(ctx, kvstate.DefaultBlobBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// rewrite replaces an entry's value, keeping its metadata (and tag).
+	rewrite := func(id string, value []byte) {
+		t.Helper()
+		e, err := js.Conn().Request("$JS.API.DIRECT.GET.KV_"+kvstate.DefaultBucket+".$KV."+kvstate.DefaultBucket+"."+id, nil, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := nats.NewMsg("$KV." + kvstate.DefaultBucket + "." + id)
+		msg.Header.Set(kvstate.HeaderMeta, e.Header.Get(kvstate.HeaderMeta))
+		msg.Data = value
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name   string
+		size   int
+		attack func(id string, orig []byte)
+	}{
+		{"inline value edited", 1 << 10, func(id string, orig []byte) {
+			evil := bytes.Clone(orig)
+			evil[0] ^= 1
+			rewrite(id, evil)
+		}},
+		{"blob replaced", 256 << 10, func(id string, orig []byte) {
+			info, err := st.Info(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			evil := bytes.Clone(orig)
+			evil[len(evil)-1] ^= 1
+			if _, err := obs.PutBytes(ctx, info.Blob, evil); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"entry written without the key", 1 << 10, func(id string, orig []byte) {
+			plain, _ := openStore(t, s, kvstate.Config{MaxValueSize: 64 << 10})
+			info, err := plain.Info(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := plain.Commit(ctx, id, orig, info.Revision, kvstate.CommitOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"another session's tagged snapshot copied in", 1 << 10, func(id string, orig []byte) {
+			other := id + "-other"
+			if _, err := st.Commit(ctx, other, snapshot(1<<10, 99), 0, kvstate.CommitOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Get(ctx, other); err != nil {
+				t.Fatal(err)
+			}
+			src, err := js.Conn().Request("$JS.API.DIRECT.GET.KV_"+kvstate.DefaultBucket+".$KV."+kvstate.DefaultBucket+"."+other, nil, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := nats.NewMsg("$KV." + kvstate.DefaultBucket + "." + id)
+			msg.Header.Set(kvstate.HeaderMeta, src.Header.Get(kvstate.HeaderMeta))
+			msg.Data = src.Data
+			if _, err := js.PublishMsg(ctx, msg); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id := fmt.Sprintf("acme.s%d", i)
+			data := snapshot(tc.size, uint64(i))
+			if _, err := st.Commit(ctx, id, data, 0, kvstate.CommitOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := st.Load(ctx, id)
+			if err != nil || !bytes.Equal(got.Data, data) {
+				t.Fatalf("untouched: %v", err)
+			}
+			tc.attack(id, data)
+			// A fresh store (another worker) has no cached head.
+			other, _ := openStore(t, s, cfg)
+			for _, store := range []*kvstate.Store{st, other} {
+				if sess, err := store.Load(ctx, id); !errors.Is(err, kvstate.ErrTampered) {
+					t.Fatalf("Load after the attack: %v (data %d bytes), want ErrTampered", err, len(sess.Data))
+				}
+			}
+		})
+	}
+	if _, err := kvstate.Open(ctx, js, kvstate.Config{MACKey: []byte("short")}); err == nil {
+		t.Error("a 5-byte key was accepted")
+	}
+}
+
+// Blobs of a tenant's session are named under the tenant.
+func TestBlobNamesFollowTheTenant(t *testing.T) {
+	s := startJS(t)
+	st, _ := openStore(t, s, kvstate.Config{MaxValueSize: 64 << 10, SweepGrace: time.Nanosecond})
+	ctx := context.Background()
+	if _, err := st.Commit(ctx, "acme.s1", snapshot(256<<10, 1), 0, kvstate.CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, "acme.s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(info.Blob, "acme/s1/") {
+		t.Errorf("blob %q, want it under acme/s1/", info.Blob)
+	}
+	// Sweep maps the blob back to its session: it is in use, so kept.
+	if n, err := st.Sweep(ctx); err != nil || n != 0 {
+		t.Errorf("Sweep removed %d (%v)", n, err)
 	}
 }

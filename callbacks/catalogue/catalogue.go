@@ -78,6 +78,8 @@ const (
 	IgnoredInfoBytes  = "callback_info_bytes"      // an INFO reply above MaxInfoBytes
 	IgnoredReplies    = "callback_info_replies"    // INFO replies beyond MaxReplies
 	IgnoredService    = "callback_service_refused" // AllowService said no
+	IgnoredSubject    = "callback_subject"         // not on <prefix>.cb.<its name>
+	IgnoredSchema     = "callback_schema_invalid"  // a schema that does not compile
 )
 
 // Options tune a Catalogue. Zero fields take the defaults.
@@ -185,9 +187,10 @@ type Catalogue struct {
 	mu          sync.Mutex
 	entries     map[string]*Entry // replaced whole by each refresh, never mutated
 	specs       []sandbox.CallbackSpec
-	loaded      bool      // a refresh succeeded at least once
-	lastAttempt time.Time // start of the last refresh, for MinRefresh
-	inflight    *refresh  // the refresh in progress, shared by its waiters
+	schemas     schemaCache // compiled schemas of entries, by text
+	loaded      bool        // a refresh succeeded at least once
+	lastAttempt time.Time   // start of the last refresh, for MinRefresh
+	inflight    *refresh    // the refresh in progress, shared by its waiters
 }
 
 type refresh struct {
@@ -278,6 +281,7 @@ func (c *Catalogue) runRefresh(r *refresh) {
 	o := c.opts
 	infos, ignored, err := discover(c.life, c.nc, window{o.DiscoveryWait, o.DiscoveryQuiet, o.DiscoveryMax}, o.MaxReplies, o.MaxInfoBytes)
 	var entries map[string]*Entry
+	schemas := c.currentSchemas()
 	if err == nil {
 		var warnings []string
 		var more map[string]int
@@ -287,6 +291,14 @@ func (c *Catalogue) runRefresh(r *refresh) {
 		}
 		for _, w := range warnings {
 			o.Logger.Warn("callback discovery: " + w)
+		}
+		// Only this goroutine (one refresh at a time) touches schemas.
+		var dropped int
+		schemas, dropped = compileEntries(schemas, entries, func(format string, args ...any) {
+			o.Logger.Warn("callback discovery: " + fmt.Sprintf(format, args...))
+		})
+		if dropped > 0 {
+			ignored[IgnoredSchema] += dropped
 		}
 		for _, r := range slices.Sorted(maps.Keys(ignored)) {
 			o.Logger.Warn("callback discovery: ignored beyond a bound", "reason", r, "count", ignored[r])
@@ -300,11 +312,18 @@ func (c *Catalogue) runRefresh(r *refresh) {
 	if err == nil {
 		c.entries = entries
 		c.specs = specsOf(entries)
+		c.schemas = schemas
 		c.loaded = true
 	}
 	c.inflight = nil
 	r.err = err
 	close(r.done)
+}
+
+func (c *Catalogue) currentSchemas() schemaCache {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.schemas
 }
 
 func wait(ctx context.Context, r *refresh) error {
@@ -380,7 +399,15 @@ func (c *Catalogue) lookup(name string) (*Entry, bool) {
 
 // Invoke implements sandbox.Callbacks: one NATS request to the callback's
 // subject, bounded by ctx (or DefaultTimeout when ctx has no deadline).
+// The arguments must be a JSON object that the callback's schema accepts
+// (ErrInvalidArguments otherwise, and no request is sent).
 func (c *Catalogue) Invoke(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error) {
+	return c.invoke(ctx, name, args, "", nil)
+}
+
+// invoke is Invoke for a job of tenant ("" for none: no tenant check),
+// with headers set over whatever the context carries.
+func (c *Catalogue) invoke(ctx context.Context, name string, args json.RawMessage, tenant string, set nats.Header) (json.RawMessage, error) {
 	e, ok := c.lookup(name)
 	if !ok {
 		// Perhaps a service started since the last refresh.
@@ -397,21 +424,27 @@ func (c *Catalogue) Invoke(ctx context.Context, name string, args json.RawMessag
 			return nil, fmt.Errorf("%w %q", sandbox.ErrUnknownCallback, name)
 		}
 	}
+	if tenant != "" && !e.AllowsTenant(tenant) {
+		// Hidden from the tenant's List: to its jobs it does not exist.
+		return nil, fmt.Errorf("%w %q", sandbox.ErrUnknownCallback, name)
+	}
+	if err := checkArgs(e, args); err != nil {
+		return nil, err
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.opts.DefaultTimeout)
 		defer cancel()
 	}
-	if len(args) == 0 {
-		args = json.RawMessage("{}")
-	}
-
 	msg := &nats.Msg{Subject: e.Subject, Data: args, Header: nats.Header{}}
 	for k, v := range outgoing(ctx) {
 		msg.Header[k] = slices.Clone(v)
 	}
 	if c.opts.Inject != nil {
 		c.opts.Inject(ctx, msg.Header)
+	}
+	for k, v := range set {
+		msg.Header[k] = slices.Clone(v)
 	}
 	dl, _ := ctx.Deadline()
 	msg.Header.Set(callbacks.HeaderTimeout, strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10))

@@ -182,11 +182,13 @@ func TestInvoke(t *testing.T) {
 		wantIs     []error
 	}{
 		{name: "add", args: `{"x":40,"y":2}`, want: `42`},
-		{name: "trace.echo", want: `{"injected":"yes","job":"job-1","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`},
-		{name: "add", args: `{"x":"a"}`, wantType: "TypeError", wantMsg: "invalid arguments"},
-		{name: "fail", wantType: "ValueError", wantMsg: "x must be positive"},
-		{name: "crash", wantType: "InternalError", wantMsg: "panicked: oops"},
-		{name: "sleep", timeout: 150 * time.Millisecond, wantType: "TimeoutError", wantMsg: "did not answer within",
+		{name: "trace.echo", args: `{}`, want: `{"injected":"yes","job":"job-1","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`},
+		// Refused on the host by the schema, before the service's own check.
+		{name: "add", args: `{"x":"a"}`, wantType: "TypeError", wantMsg: "argument x: got string, want integer",
+			wantIs: []error{catalogue.ErrInvalidArguments}},
+		{name: "fail", args: `{}`, wantType: "ValueError", wantMsg: "x must be positive"},
+		{name: "crash", args: `{}`, wantType: "InternalError", wantMsg: "panicked: oops"},
+		{name: "sleep", args: `{}`, timeout: 150 * time.Millisecond, wantType: "TimeoutError", wantMsg: "did not answer within",
 			wantIs: []error{catalogue.ErrTimeout, context.DeadlineExceeded}},
 		{name: "nope", wantIs: []error{sandbox.ErrUnknownCallback}},
 	}
@@ -321,14 +323,14 @@ func TestDefaultTimeoutAndCancellation(t *testing.T) {
 	defer c.Close()
 
 	// No deadline on ctx: DefaultTimeout applies, never a hang.
-	_, err := c.Invoke(context.Background(), "sleep", nil)
+	_, err := c.Invoke(context.Background(), "sleep", json.RawMessage(`{}`))
 	if !errors.Is(err, catalogue.ErrTimeout) {
 		t.Fatalf("no-deadline call: %v, want ErrTimeout", err)
 	}
 	// Cancellation (job cancelled) is not a callback error.
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(50*time.Millisecond, cancel)
-	_, err = c.Invoke(ctx, "sleep", nil)
+	_, err = c.Invoke(ctx, "sleep", json.RawMessage(`{}`))
 	var ce *sandbox.CallbackError
 	if !errors.Is(err, context.Canceled) || errors.As(err, &ce) {
 		t.Fatalf("cancelled call: %v, want context.Canceled only", err)
@@ -371,7 +373,7 @@ func TestForeignReplies(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := c.Invoke(t.Context(), tc.name, nil)
+			got, err := c.Invoke(t.Context(), tc.name, json.RawMessage(`{}`))
 			if tc.want != "" {
 				if err != nil || string(got) != tc.want {
 					t.Fatalf("got %s, %v", got, err)
@@ -396,7 +398,7 @@ func TestConnectionClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc.Close()
-	_, err := c.Invoke(t.Context(), "add", nil)
+	_, err := c.Invoke(t.Context(), "add", json.RawMessage(`{"x":1,"y":1}`))
 	var ce *sandbox.CallbackError
 	if !errors.Is(err, catalogue.ErrServiceUnavailable) || !errors.As(err, &ce) || ce.Type != "ServiceUnavailable" {
 		t.Fatalf("err = %v", err)
@@ -408,7 +410,7 @@ func TestNeverDiscoveredIsUnavailableNotUnknown(t *testing.T) {
 	nc.Close()
 	c := catalogue.New(t.Context(), nc, fastOpts())
 	defer c.Close()
-	_, err := c.Invoke(t.Context(), "add", nil)
+	_, err := c.Invoke(t.Context(), "add", json.RawMessage(`{"x":1,"y":1}`))
 	var ce *sandbox.CallbackError
 	if !errors.Is(err, catalogue.ErrServiceUnavailable) || errors.Is(err, sandbox.ErrUnknownCallback) || !errors.As(err, &ce) {
 		t.Fatalf("err = %v, want ErrServiceUnavailable", err)

@@ -13,7 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
 	"github.com/eryx-dev/eryx/callbacks"
+	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
@@ -28,6 +31,35 @@ type Entry struct {
 	Version string `json:"version"`
 	// Instances counts the service instances that announced it.
 	Instances int `json:"instances"`
+	// Tenants are the tenants whose jobs may call it (the service's
+	// eryx.tenants metadata); nil: every tenant.
+	Tenants []string `json:"tenants,omitempty"`
+
+	// schema is the compiled Schema, nil when there is none; set once per
+	// refresh, before the entry is published.
+	schema *jsonschema.Schema
+}
+
+// AllowsTenant reports whether jobs of tenant may call the callback.
+func (e *Entry) AllowsTenant(tenant string) bool {
+	return e.Tenants == nil || slices.Contains(e.Tenants, tenant)
+}
+
+// parseTenants reads the eryx.tenants metadata: absent is nil (every
+// tenant); present, the valid names listed (none valid: no tenant at all,
+// an empty non-nil list).
+func parseTenants(meta map[string]string) []string {
+	raw, ok := meta[callbacks.MetaTenants]
+	if !ok {
+		return nil
+	}
+	out := []string{}
+	for _, t := range strings.Split(raw, ",") {
+		if t = strings.TrimSpace(t); jobs.ValidTenant(t) == nil && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // window bounds one discovery: the wait for the first reply, the gap
@@ -146,10 +178,12 @@ func (w *warnings) done() []string {
 }
 
 // build turns INFO replies into the catalogue. Only endpoints that carry
-// the eryx.callback metadata, a valid name and a plain subject under the
-// platform's callback prefix are callbacks: other micro services on the
-// same NATS are never reachable from sandboxed code, and no announcement
-// can make the worker send requests elsewhere (e.g. to $JS.API).
+// the eryx.callback metadata, a valid name and exactly the subject of that
+// name (<prefix>.cb.<name>) are callbacks: other micro services on the
+// same NATS are never reachable from sandboxed code, no announcement can
+// make the worker send requests elsewhere (e.g. to $JS.API), and a
+// service can only take over a name whose subject NATS lets it serve (a
+// service confined to <prefix>.cb.clock.> cannot announce "add").
 //
 // Replies are taken smallest first (by the number of callbacks they
 // announce), then by service name and instance id, and endpoints by
@@ -195,8 +229,9 @@ func build(infos []micro.Info, prefix string, lim limits) (map[string]*Entry, []
 				warn.add("service %s: invalid callback name %q ignored", info.Name, name)
 				continue
 			}
-			if !strings.HasPrefix(ep.Subject, subjPrefix) || strings.ContainsAny(ep.Subject, "*> \t") {
-				warn.add("service %s: callback %q on subject %q outside %s ignored", info.Name, name, ep.Subject, subjPrefix+">")
+			if ep.Subject != subjPrefix+name {
+				warn.add("service %s: callback %q on subject %q, not %q: ignored", info.Name, name, ep.Subject, subjPrefix+name)
+				ignored[IgnoredSubject]++
 				continue
 			}
 			if lim.allow != nil && !lim.allow(info.Name, name) {
@@ -238,6 +273,7 @@ func build(infos []micro.Info, prefix string, lim limits) (map[string]*Entry, []
 				Service:      info.Name,
 				Version:      info.Version,
 				Instances:    1,
+				Tenants:      parseTenants(info.Metadata),
 			}
 			cur, ok := out[name]
 			switch {

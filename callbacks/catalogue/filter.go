@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/eryx-dev/eryx/callbacks"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
@@ -114,4 +117,40 @@ func AllowServices(patterns []string) func(service, name string) bool {
 		}
 		return false
 	}
+}
+
+// ForJob returns the catalogue as a job of tenant sees it: callbacks whose
+// service does not admit the tenant (eryx.tenants) are hidden from List
+// and unknown to Invoke, and every request carries the Eryx-Tenant and
+// Eryx-Job headers, set here over anything else.
+func (c *Catalogue) ForJob(tenant, job string) sandbox.Callbacks {
+	return &jobView{c: c, tenant: tenant, headers: nats.Header{
+		callbacks.HeaderTenant: {tenant},
+		callbacks.HeaderJob:    {job},
+	}}
+}
+
+type jobView struct {
+	c       *Catalogue
+	tenant  string
+	headers nats.Header
+}
+
+func (v *jobView) List(ctx context.Context) ([]sandbox.CallbackSpec, error) {
+	if err := v.c.ensureLoaded(ctx); err != nil {
+		return nil, err
+	}
+	v.c.mu.Lock()
+	defer v.c.mu.Unlock()
+	out := make([]sandbox.CallbackSpec, 0, len(v.c.specs))
+	for _, s := range v.c.specs {
+		if e := v.c.entries[s.Name]; e != nil && e.AllowsTenant(v.tenant) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func (v *jobView) Invoke(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error) {
+	return v.c.invoke(ctx, name, args, v.tenant, v.headers)
 }

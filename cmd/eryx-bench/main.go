@@ -241,8 +241,8 @@ func throughput(ctx context.Context, nc *nats.Conn, c *jobs.Client, queue string
 	var mu sync.Mutex
 	seen := map[string]bool{}
 	done := make(chan struct{})
-	sub, err := nc.Subscribe(c.Subjects().Event("*", jobs.EventResult), func(m *nats.Msg) {
-		id, _, ok := c.Subjects().ParseEvent(m.Subject)
+	sub, err := nc.Subscribe(c.Subjects().Event(c.Tenant(), "*", jobs.EventResult), func(m *nats.Msg) {
+		_, id, _, ok := c.Subjects().ParseEvent(m.Subject)
 		if !ok || !strings.HasPrefix(id, prefix) {
 			return
 		}
@@ -263,8 +263,8 @@ func throughput(ctx context.Context, nc *nats.Conn, c *jobs.Client, queue string
 	start := time.Now()
 	for i := range n {
 		job, _ := json.Marshal(jobs.Job{V: jobs.Version, ID: fmt.Sprintf("%s%d", prefix, i), Code: "print(1)"})
-		msg := &nats.Msg{Subject: c.Subjects().Jobs(queue), Data: job, Header: nats.Header{}}
-		msg.Header.Set(jobs.HeaderMsgID, fmt.Sprintf("%s%d", prefix, i))
+		msg := &nats.Msg{Subject: c.Subjects().Jobs(queue, c.Tenant()), Data: job, Header: nats.Header{}}
+		msg.Header.Set(jobs.HeaderMsgID, jobs.MsgID(c.Tenant(), fmt.Sprintf("%s%d", prefix, i)))
 		if _, err := js.PublishMsgAsync(msg); err != nil {
 			return 0, err
 		}

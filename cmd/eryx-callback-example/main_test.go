@@ -75,7 +75,7 @@ func TestExampleCallbacksThroughCatalogue(t *testing.T) {
 		{name: "divide", args: `{"a":1,"b":0}`, errType: "ZeroDivisionError", errIn: "division by zero"},
 		{name: "kv.set", args: `{"key":"k","value":{"n":1}}`, want: `null`},
 		{name: "kv.get", args: `{"key":"k"}`, want: `{"n":1}`},
-		{name: "kv.keys", want: `["k"]`},
+		{name: "kv.keys", args: `{}`, want: `["k"]`},
 		{name: "kv.get", args: `{"key":"missing"}`, errType: "KeyError", errIn: `"missing"`},
 		{name: "sleep", args: `{"seconds":0.01}`, want: `0.01`},
 		{name: "sleep", args: `{"seconds":30}`, timeout: 200 * time.Millisecond, errType: "TimeoutError", errIn: "did not answer"},

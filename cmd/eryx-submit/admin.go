@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -88,12 +90,24 @@ func cmdCallbacks(ctx context.Context, e env, args []string) int {
 	return exitOK
 }
 
-// openSessions opens the session store of the deployment.
-func openSessions(ctx context.Context, client *jobs.Client) (*kvstate.Store, error) {
+// openSessions opens the session store of the deployment, with the
+// workers' snapshot key if one is given ($ERYX_SNAPSHOT_KEY or
+// $ERYX_SNAPSHOT_KEY_FILE): reads are then verified, and restores tagged
+// so that workers accept them.
+func openSessions(ctx context.Context, client *jobs.Client) (*kvstate.Store, bool, error) {
+	key := []byte(os.Getenv("ERYX_SNAPSHOT_KEY"))
+	if f := os.Getenv("ERYX_SNAPSHOT_KEY_FILE"); len(key) == 0 && f != "" {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, false, fmt.Errorf("ERYX_SNAPSHOT_KEY_FILE: %w", err)
+		}
+		key = bytes.TrimSpace(data)
+	}
 	s := client.Subjects()
-	return kvstate.Open(ctx, client.JetStream(), kvstate.Config{
-		Bucket: s.SessionsBucket(), BlobBucket: s.SessionBlobsBucket(),
+	st, err := kvstate.Open(ctx, client.JetStream(), kvstate.Config{
+		Bucket: s.SessionsBucket(), BlobBucket: s.SessionBlobsBucket(), MACKey: key,
 	})
+	return st, len(key) > 0, err
 }
 
 func cmdSession(ctx context.Context, e env, args []string) int {
@@ -120,9 +134,18 @@ func cmdSession(ctx context.Context, e env, args []string) int {
 	defer nc.Close()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	store, err := openSessions(cctx, client)
+	store, keyed, err := openSessions(cctx, client)
 	if err != nil {
 		return e.errorf("opening the session store: %v", err)
+	}
+	// Sessions are the tenant's: key "<tenant>.<session>".
+	tenant := client.Tenant()
+	var key string
+	if n > 0 {
+		if !jobs.ValidToken(pos[0]) {
+			return e.errorf("invalid session id %q", pos[0])
+		}
+		key = jobs.SessionKey(tenant, pos[0])
 	}
 
 	switch sub {
@@ -134,12 +157,16 @@ func cmdSession(ctx context.Context, e env, args []string) int {
 		tw := tabwriter.NewWriter(e.stdout, 1, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "SESSION\tREVISION\tSIZE\tWORKER\tLAST USED\tEXPIRES")
 		for _, s := range list {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", s.ID, s.Revision, s.Size, s.Worker,
+			id, mine := strings.CutPrefix(s.ID, tenant+".")
+			if !mine {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", id, s.Revision, s.Size, s.Worker,
 				s.LastUsed.Format(time.RFC3339), s.ExpiresAt().Format(time.RFC3339))
 		}
 		_ = tw.Flush()
 	case "snapshot":
-		sess, err := store.Load(cctx, pos[0])
+		sess, err := store.Load(cctx, key)
 		if err != nil {
 			return e.errorf("%v", err)
 		}
@@ -151,26 +178,30 @@ func cmdSession(ctx context.Context, e env, args []string) int {
 		if err != nil {
 			return e.errorf("%v", err)
 		}
-		fmt.Fprintf(e.stderr, "session %s: revision %d, %d bytes, last run by %s\n", sess.ID, sess.Revision, len(sess.Data), sess.Worker)
+		fmt.Fprintf(e.stderr, "session %s: revision %d, %d bytes, last run by %s\n", pos[0], sess.Revision, len(sess.Data), sess.Worker)
 	case "restore":
+		if !keyed {
+			// Workers restore only snapshots tagged with their key.
+			return e.errorf("session restore needs the workers' snapshot key: set ERYX_SNAPSHOT_KEY or ERYX_SNAPSHOT_KEY_FILE")
+		}
 		data, err := os.ReadFile(pos[1])
 		if err != nil {
 			return e.errorf("%v", err)
 		}
 		// Replace whatever is there: restore is an explicit overwrite.
 		var rev uint64
-		if cur, err := store.Info(cctx, pos[0]); err == nil {
+		if cur, err := store.Info(cctx, key); err == nil {
 			rev = cur.Revision
 		} else if !errors.Is(err, kvstate.ErrNotFound) {
 			return e.errorf("%v", err)
 		}
-		newRev, err := store.Commit(cctx, pos[0], data, rev, kvstate.CommitOptions{Worker: "eryx-submit"})
+		newRev, err := store.Commit(cctx, key, data, rev, kvstate.CommitOptions{Worker: "eryx-submit"})
 		if err != nil {
 			return e.errorf("%v", err)
 		}
 		fmt.Fprintf(e.stdout, "session %s restored at revision %d\n", pos[0], newRev)
 	case "delete":
-		if err := store.Delete(cctx, pos[0]); err != nil {
+		if err := store.Delete(cctx, key); err != nil {
 			return e.errorf("%v", err)
 		}
 		fmt.Fprintf(e.stdout, "session %s deleted\n", pos[0])
@@ -179,12 +210,15 @@ func cmdSession(ctx context.Context, e env, args []string) int {
 }
 
 func cmdPackage(ctx context.Context, e env, args []string) int {
-	const use = "usage: eryx-submit package upload NAME FILE | list | delete NAME"
+	const use = "usage: eryx-submit package [--platform] upload NAME FILE | list | delete NAME"
 	if len(args) == 0 {
 		return e.errorf(use)
 	}
 	sub := args[0]
-	c, pos, ok := adminFlags(e, "package "+sub, args[1:], nil)
+	var platform bool
+	c, pos, ok := adminFlags(e, "package "+sub, args[1:], func(fs *flag.FlagSet) {
+		fs.BoolVar(&platform, "platform", false, "the platform-wide package (_platform/NAME, operators only) instead of the tenant's")
+	})
 	want := map[string]int{"upload": 2, "list": 0, "delete": 1}
 	n, known := want[sub]
 	if !ok || !known || len(pos) != n {
@@ -201,6 +235,10 @@ func cmdPackage(ctx context.Context, e env, args []string) int {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	bucket := client.Subjects().PackagesBucket()
+	owner := client.Tenant()
+	if platform {
+		owner = jobs.PlatformTenant
+	}
 	store, err := client.JetStream().ObjectStore(cctx, bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 		return e.errorf("bucket %s does not exist: start a worker first", bucket)
@@ -221,13 +259,14 @@ func cmdPackage(ctx context.Context, e env, args []string) int {
 			fmt.Fprintf(e.stderr, "eryx-submit: warning: %s is not a .whl, .zip or .tar.gz; workers will reject it if it is not one of those\n", pos[1])
 		}
 		info, err := store.Put(cctx, jetstream.ObjectMeta{
-			Name:        pos[0],
+			Name:        jobs.PackageObject(owner, pos[0]),
 			Description: "uploaded from " + filepath.Base(pos[1]),
 		}, f)
 		if err != nil {
 			return e.errorf("uploading: %v", err)
 		}
-		fmt.Fprintf(e.stdout, "package %s uploaded: %d bytes, %s\n", info.Name, info.Size, info.Digest)
+		sum, _ := base64.URLEncoding.DecodeString(strings.TrimPrefix(info.Digest, "SHA-256="))
+		fmt.Fprintf(e.stdout, "package %s uploaded: %d bytes; pin it as %s@sha256:%x\n", info.Name, info.Size, pos[0], sum)
 	case "list":
 		list, err := store.List(cctx)
 		if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
@@ -236,14 +275,17 @@ func cmdPackage(ctx context.Context, e env, args []string) int {
 		tw := tabwriter.NewWriter(e.stdout, 1, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tSIZE\tMODIFIED\tDESCRIPTION")
 		for _, o := range list {
+			if !strings.HasPrefix(o.Name, owner+"/") {
+				continue
+			}
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", o.Name, o.Size, o.ModTime.Format(time.RFC3339), o.Description)
 		}
 		_ = tw.Flush()
 	case "delete":
-		if err := store.Delete(cctx, pos[0]); err != nil {
+		if err := store.Delete(cctx, jobs.PackageObject(owner, pos[0])); err != nil {
 			return e.errorf("%v", err)
 		}
-		fmt.Fprintf(e.stdout, "package %s deleted\n", pos[0])
+		fmt.Fprintf(e.stdout, "package %s deleted\n", jobs.PackageObject(owner, pos[0]))
 	}
 	return exitOK
 }

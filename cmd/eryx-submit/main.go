@@ -104,12 +104,14 @@ type common struct {
 	natsURL string
 	creds   string
 	prefix  string
+	tenant  string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.natsURL, "nats", envOr("NATS_URL", nats.DefaultURL), "NATS server URL ($NATS_URL)")
 	fs.StringVar(&c.creds, "creds", os.Getenv("NATS_CREDS"), "NATS credentials file ($NATS_CREDS)")
 	fs.StringVar(&c.prefix, "prefix", envOr("ERYX_SUBJECT_PREFIX", jobs.DefaultPrefix), "subject prefix ($ERYX_SUBJECT_PREFIX)")
+	fs.StringVar(&c.tenant, "tenant", envOr("ERYX_TENANT", jobs.DefaultTenant), "tenant to act for ($ERYX_TENANT); NATS permissions decide which you may")
 }
 
 func envOr(name, def string) string {
@@ -133,7 +135,7 @@ func (c *common) connect(opts ...jobs.ClientOption) (*nats.Conn, *jobs.Client, e
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w", c.natsURL, err)
 	}
-	client, err := jobs.NewClient(nc, subjects, opts...)
+	client, err := jobs.NewClient(nc, subjects, append([]jobs.ClientOption{jobs.WithTenant(c.tenant)}, opts...)...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

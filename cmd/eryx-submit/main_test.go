@@ -33,6 +33,9 @@ func TestMain(m *testing.M) { testenv.Main(m, "eryx-submit", &engine) }
 
 // platform starts a real NATS server and a worker with sessions, and
 // returns the server's URL.
+// testSnapshotKey is the platform's snapshot key in these tests.
+const testSnapshotKey = "eryx-submit-test-snapshot-key-0123456789"
+
 func platform(t *testing.T) string {
 	t.Helper()
 	ns, err := embednats.Start(embednats.Options{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
@@ -47,7 +50,7 @@ func platform(t *testing.T) string {
 	t.Cleanup(nc.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	js, _ := jetstream.New(nc)
-	store, err := kvstate.Open(ctx, js, kvstate.Config{})
+	store, err := kvstate.Open(ctx, js, kvstate.Config{MACKey: []byte(testSnapshotKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +181,7 @@ func TestJSONResultDocument(t *testing.T) {
 	}
 	var value bytes.Buffer
 	_ = json.Compact(&value, res.Result)
-	if res.V != 1 || res.ID != "doc1" || res.Status != jobs.StatusOK || res.Stdout != "x\n" || value.String() != `{"a":1}` || res.Worker != "w1" {
+	if res.V != jobs.Version || res.Tenant != jobs.DefaultTenant || res.ID != "doc1" || res.Status != jobs.StatusOK || res.Stdout != "x\n" || value.String() != `{"a":1}` || res.Worker != "w1" {
 		t.Errorf("%+v", res)
 	}
 	// The same id again replays the result rather than running twice.
@@ -274,6 +277,11 @@ func TestSessionCommands(t *testing.T) {
 	if got := submit(t, url, "", "session", "snapshot", "nb", "-o", snap); got.code != 0 {
 		t.Fatalf("snapshot: %+v", got)
 	}
+	// Only the workers' key makes a snapshot restorable.
+	if got := submit(t, url, "", "session", "restore", "copy", snap); got.code != 2 || !strings.Contains(got.stderr, "ERYX_SNAPSHOT_KEY") {
+		t.Fatalf("restore without the key: %+v", got)
+	}
+	t.Setenv("ERYX_SNAPSHOT_KEY", testSnapshotKey)
 	if got := submit(t, url, "", "session", "restore", "copy", snap); got.code != 0 {
 		t.Fatalf("restore: %+v", got)
 	}
@@ -348,5 +356,24 @@ func TestParseInterspersed(t *testing.T) {
 		if err != nil || strings.Join(pos, " ") != strings.Join(tt.pos, " ") || o.jsonOut != tt.json {
 			t.Errorf("%v: pos %v json %v err %v", tt.args, pos, o.jsonOut, err)
 		}
+	}
+}
+
+// --tenant (or ERYX_TENANT) submits, follows and keeps sessions as that
+// tenant; the default tenant is "default".
+func TestTenantFlag(t *testing.T) {
+	url := platform(t)
+	if got := submit(t, url, "", "--session", "nb", "-c", "who = 'default'"); got.code != 0 {
+		t.Fatalf("default tenant: %+v", got)
+	}
+	if got := submit(t, url, "", "--tenant", "acme", "--session", "nb", "-c", "print(globals().get('who'))"); got.code != 0 || got.stdout != "None\n" {
+		t.Fatalf("acme saw the default tenant's session: %+v", got)
+	}
+	t.Setenv("ERYX_TENANT", "acme")
+	if got := submit(t, url, "", "--json", "--id", "t1", "-c", "print(1)"); got.code != 0 || !strings.Contains(got.stdout, `"tenant": "acme"`) {
+		t.Fatalf("ERYX_TENANT: %+v", got)
+	}
+	if got := submit(t, url, "", "--tenant", "Not.Valid", "-c", "1"); got.code != 2 || !strings.Contains(got.stderr, "invalid tenant") {
+		t.Fatalf("invalid tenant: %+v", got)
 	}
 }

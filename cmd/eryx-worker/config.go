@@ -17,7 +17,7 @@ type Config struct {
 	NATSCreds       string        `envconfig:"NATS_CREDS" desc:"NATS credentials file (with ERYX_NATS_URL)"`
 	EmbeddedListen  string        `envconfig:"EMBEDDED_LISTEN" default:"127.0.0.1:4222" desc:"host:port of the embedded NATS server"`
 	DataDir         string        `envconfig:"DATA_DIR" default:"eryx-data" desc:"JetStream storage of the embedded server"`
-	Queue           string        `envconfig:"QUEUE" default:"default" desc:"queue to serve (jobs on <prefix>.jobs.<queue>)"`
+	Queue           string        `envconfig:"QUEUE" default:"default" desc:"queue to serve (jobs on <prefix>.jobs.<queue>.<tenant>, every tenant)"`
 	SubjectPrefix   string        `envconfig:"SUBJECT_PREFIX" default:"eryx" desc:"first token(s) of every subject; streams are named after it"`
 	WorkerID        string        `envconfig:"WORKER_ID" desc:"name in results and logs (default: hostname-pid)"`
 	PoolSize        int           `envconfig:"POOL_SIZE" default:"4" desc:"jobs run at once, each in a fresh sandbox"`
@@ -45,6 +45,8 @@ type Config struct {
 	SessionTTL      time.Duration `envconfig:"SESSION_TTL" default:"24h" desc:"lifetime of a session in KV after its last job"`
 	SnapshotLimit   ByteSize      `envconfig:"SNAPSHOT_LIMIT" default:"10MiB" desc:"largest session snapshot"`
 	SessionMemory   ByteSize      `envconfig:"SESSION_MEMORY" default:"256MiB" desc:"linear memory of all warm sessions together; least recently used leave first"`
+	SnapshotKey     string        `envconfig:"SNAPSHOT_KEY" desc:"secret (at least 32 bytes) session snapshots are tagged with; every worker needs the same"`
+	SnapshotKeyFile string        `envconfig:"SNAPSHOT_KEY_FILE" desc:"file holding the snapshot key; neither set: one generated in ERYX_DATA_DIR"`
 	Callbacks       bool          `envconfig:"CALLBACKS" default:"true" desc:"discover callback services ($SRV) and offer them to jobs"`
 	// Bounds of discovery and of what a job gets (docs/callbacks.md).
 	CallbacksPerService int      `envconfig:"CALLBACKS_MAX_PER_SERVICE" default:"256" desc:"callbacks taken from one service"`

@@ -172,7 +172,12 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 	if err != nil {
 		return err
 	}
+	snapKey, err := snapshotKey(cfg, log)
+	if err != nil {
+		return err
+	}
 	store, err := kvstate.Open(ctx, js, kvstate.Config{
+		MACKey:          snapKey,
 		Bucket:          subjects.SessionsBucket(),
 		BlobBucket:      subjects.SessionBlobsBucket(),
 		MaxSnapshotSize: int64(cfg.SnapshotLimit),
@@ -363,6 +368,14 @@ type timedCallbacks struct {
 
 func (t timedCallbacks) List(ctx context.Context) ([]sandbox.CallbackSpec, error) {
 	return t.inner.List(ctx)
+}
+
+// ForJob keeps the timing on the tenant's view of the catalogue.
+func (t timedCallbacks) ForJob(tenant, job string) sandbox.Callbacks {
+	if tc, ok := t.inner.(worker.TenantCallbacks); ok {
+		return timedCallbacks{inner: tc.ForJob(tenant, job), known: t.known, observe: t.observe}
+	}
+	return t
 }
 
 func (t timedCallbacks) Invoke(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error) {

@@ -53,11 +53,11 @@ func TestMadeUpCallbackNamesDoNotBecomeLabels(t *testing.T) {
 	cbs := timedCallbacks{inner: cat, known: cat.Has, observe: metrics.Callback}
 
 	for i := range 200 {
-		if _, err := cbs.Invoke(ctx, fmt.Sprintf("made_up_%d", i), nil); !errors.Is(err, sandbox.ErrUnknownCallback) {
+		if _, err := cbs.Invoke(ctx, fmt.Sprintf("made_up_%d", i), json.RawMessage(`{}`)); !errors.Is(err, sandbox.ErrUnknownCallback) {
 			t.Fatalf("made-up name: %v, want ErrUnknownCallback", err)
 		}
 	}
-	if _, err := cbs.Invoke(ctx, "real_one", nil); err != nil {
+	if _, err := cbs.Invoke(ctx, "real_one", json.RawMessage(`{}`)); err != nil {
 		t.Fatal(err)
 	}
 

@@ -16,6 +16,18 @@ import (
 // are fooled; the chunks are untouched.
 func ForgeObjectSize(t testing.TB, js jetstream.JetStream, bucket, name string, size uint64) {
 	t.Helper()
+	forgeInfo(t, js, bucket, name, func(info *jetstream.ObjectInfo) { info.Size = size })
+}
+
+// ForgeObjectDigest rewrites an object's info to claim digest (as
+// "SHA-256=<base64url>") while its chunks stay what they are.
+func ForgeObjectDigest(t testing.TB, js jetstream.JetStream, bucket, name, digest string) {
+	t.Helper()
+	forgeInfo(t, js, bucket, name, func(info *jetstream.ObjectInfo) { info.Digest = digest })
+}
+
+func forgeInfo(t testing.TB, js jetstream.JetStream, bucket, name string, edit func(*jetstream.ObjectInfo)) {
+	t.Helper()
 	ctx := context.Background()
 	obs, err := js.ObjectStore(ctx, bucket)
 	if err != nil {
@@ -25,7 +37,7 @@ func ForgeObjectSize(t testing.TB, js jetstream.JetStream, bucket, name string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	info.Size = size
+	edit(info)
 	data, err := json.Marshal(info)
 	if err != nil {
 		t.Fatal(err)

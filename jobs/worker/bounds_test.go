@@ -163,7 +163,7 @@ func TestCancelFloodIsBounded(t *testing.T) {
 	attacker := connect(t, url)
 	body := []byte(`{"v":1,"reason":"flood"}`)
 	for i := range flood {
-		if err := attacker.Publish(fmt.Sprintf("eryx.control.cancel.flood-%d", i), body); err != nil {
+		if err := attacker.Publish(fmt.Sprintf("eryx.t.default.cancel.flood-%d", i), body); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,11 +238,11 @@ func TestPackageSizeCheckedBeforeDownload(t *testing.T) {
 	big := make([]byte, 20<<20)
 	_, _ = rand.Read(big)
 	for _, name := range []string{"big.zip", "liar.zip"} {
-		if _, err := obs.PutBytes(context.Background(), name, big); err != nil {
+		if _, err := obs.PutBytes(context.Background(), jobs.PackageObject(jobs.DefaultTenant, name), big); err != nil {
 			t.Fatal(err)
 		}
 	}
-	testenv.ForgeObjectSize(t, js, "ERYX_PACKAGES", "liar.zip", 1000)
+	testenv.ForgeObjectSize(t, js, "ERYX_PACKAGES", jobs.PackageObject(jobs.DefaultTenant, "liar.zip"), 1000)
 
 	tests := []struct {
 		pkg      string
@@ -293,7 +293,7 @@ func TestSessionSnapshotSizeCheckedBeforeDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	meta, _ := json.Marshal(kvstate.Meta{Size: 300 << 20, Blob: "victim/blob", TTL: time.Hour})
-	msg := nats.NewMsg("$KV." + kvstate.DefaultBucket + ".victim")
+	msg := nats.NewMsg("$KV." + kvstate.DefaultBucket + "." + jobs.SessionKey(jobs.DefaultTenant, "victim"))
 	msg.Header.Set(kvstate.HeaderMeta, string(meta))
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)

@@ -77,9 +77,23 @@ func (j *jobCallbacks) Invoke(ctx context.Context, name string, args json.RawMes
 	return j.inner.Invoke(ctx, name, args)
 }
 
-// callbacksFor is the catalogue as job sees it.
+// TenantCallbacks is a catalogue that knows tenants (*catalogue.Catalogue
+// is one): ForJob is the catalogue as a job of tenant sees it, with the
+// callbacks of services that do not admit the tenant hidden, and every
+// request carrying the tenant and job id.
+type TenantCallbacks interface {
+	sandbox.Callbacks
+	ForJob(tenant, job string) sandbox.Callbacks
+}
+
+// callbacksFor is the catalogue as job sees it: its tenant's view,
+// narrowed to its allow-list.
 func (w *Worker) callbacksFor(d *delivery, job *jobs.Job) sandbox.Callbacks {
-	return allowCallbacks(w.cfg.Callbacks, job.Callbacks, w.cfg.CallbackInstallMax, func(total int) {
+	cat := w.cfg.Callbacks
+	if tc, ok := cat.(TenantCallbacks); ok {
+		cat = tc.ForJob(d.tenant, d.id)
+	}
+	return allowCallbacks(cat, job.Callbacks, w.cfg.CallbackInstallMax, func(total int) {
 		w.bound(BoundCallbackInstall)
 		d.log.Debug("callbacks beyond the install limit are reachable through invoke() only",
 			"offered", total, "installed", w.cfg.CallbackInstallMax)

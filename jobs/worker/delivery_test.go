@@ -58,7 +58,7 @@ func TestDuplicateJobRunsOnce(t *testing.T) {
 	// Past the window (simulated by a message without Nats-Msg-Id, which
 	// the stream does not deduplicate), the worker finds the existing
 	// result and does not run the job again.
-	msg := &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(`{"id":"dup","code":"print('ran')"}`)}
+	msg := &nats.Msg{Subject: "eryx.jobs.default.default", Data: []byte(`{"id":"dup","code":"print('ran')"}`)}
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
@@ -67,10 +67,10 @@ func TestDuplicateJobRunsOnce(t *testing.T) {
 		t.Fatal(res.Status)
 	}
 	waitQueueEmpty(t, js)
-	if n := countMessages(t, js, "eryx.job.dup.result"); n != 1 {
+	if n := countMessages(t, js, "eryx.t.default.job.dup.result"); n != 1 {
 		t.Errorf("%d results for job dup, want 1", n)
 	}
-	if n := countMessages(t, js, "eryx.job.dup.stdout"); n != 1 {
+	if n := countMessages(t, js, "eryx.t.default.job.dup.stdout"); n != 1 {
 		t.Errorf("%d stdout events for job dup, want 1 (it ran more than once)", n)
 	}
 
@@ -225,12 +225,12 @@ func TestPoisonJobGoesToDeadLetterQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead, err := dlq.GetLastMsgForSubject(ctx, "eryx.dlq.default")
+	dead, err := dlq.GetLastMsgForSubject(ctx, "eryx.dlq.default.default")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(dead.Data), `"poison"`) || dead.Header.Get(jobs.HeaderDLQReason) == "" ||
-		dead.Header.Get(jobs.HeaderDLQDeliveries) != "2" || dead.Header.Get(jobs.HeaderDLQSubject) != "eryx.jobs.default" {
+		dead.Header.Get(jobs.HeaderDLQDeliveries) != "2" || dead.Header.Get(jobs.HeaderDLQSubject) != "eryx.jobs.default.default" {
 		t.Errorf("dead letter %s %v", dead.Data, dead.Header)
 	}
 	waitQueueEmpty(t, js)
@@ -384,7 +384,7 @@ func TestCancelQueuedJobNeverRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
-	if n := countMessages(t, js, "eryx.job.finished.result"); n != 1 || done.Status != jobs.StatusOK {
+	if n := countMessages(t, js, "eryx.t.default.job.finished.result"); n != 1 || done.Status != jobs.StatusOK {
 		t.Fatalf("%d results, status %s", n, done.Status)
 	}
 }
@@ -468,7 +468,7 @@ func TestRacingDuplicatesPublishOneResult(t *testing.T) {
 	ctx := context.Background()
 	// Without Nats-Msg-Id the stream keeps both copies.
 	for i := range 2 {
-		msg := &nats.Msg{Subject: "eryx.jobs.default",
+		msg := &nats.Msg{Subject: "eryx.jobs.default.default",
 			Data: []byte(`{"id":"twice","code":"import time\ntime.sleep(0.3)\nprint('ran')"}`)}
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(i, err)
@@ -479,7 +479,7 @@ func TestRacingDuplicatesPublishOneResult(t *testing.T) {
 		t.Fatal(res.Status)
 	}
 	waitQueueEmpty(t, js)
-	if n := countMessages(t, js, "eryx.job.twice.result"); n != 1 {
+	if n := countMessages(t, js, "eryx.t.default.job.twice.result"); n != 1 {
 		t.Errorf("%d results, want 1", n)
 	}
 }

@@ -83,11 +83,13 @@ func (w *Worker) deadLetter(ctx context.Context, adv maxDeliveriesAdvisory) erro
 		}
 		return err
 	}
-	// The id is read from the body only when the body is a well-formed
-	// claim of it (as for a job that runs; see jobID).
+	// The tenant is the subject's (verifyExhausted checked it). The id is
+	// read from the body only when the body is a well-formed claim of it
+	// (as for a job that runs; see jobID).
+	_, tenant, _ := w.cfg.Subjects.ParseJobs(orig.Subject)
 	id := "invalid-" + strconv.FormatUint(adv.StreamSeq, 10)
 	if job, err := jobs.DecodeJob(orig.Data, 0); err == nil && jobs.ValidToken(job.ID) {
-		if msgID := orig.Header.Get(jobs.HeaderMsgID); msgID == "" || msgID == job.ID {
+		if msgID := orig.Header.Get(jobs.HeaderMsgID); msgID == "" || msgID == jobs.MsgID(tenant, job.ID) {
 			id = job.ID
 		}
 	}
@@ -95,7 +97,7 @@ func (w *Worker) deadLetter(ctx context.Context, adv maxDeliveriesAdvisory) erro
 		adv.Deliveries, w.cfg.MaxDeliver)
 
 	copyMsg := &nats.Msg{
-		Subject: w.cfg.Subjects.DeadLetter(w.cfg.Queue),
+		Subject: w.cfg.Subjects.DeadLetter(w.cfg.Queue, tenant),
 		Data:    orig.Data,
 		Header:  nats.Header{},
 	}
@@ -117,7 +119,7 @@ func (w *Worker) deadLetter(ctx context.Context, adv maxDeliveriesAdvisory) erro
 		return fmt.Errorf("copying job %d to the dead-letter stream: %w", adv.StreamSeq, err)
 	}
 
-	res := &jobs.Result{V: jobs.Version, ID: id, Status: jobs.StatusRejected, Code: jobs.CodeDeadLetter, Reason: reason,
+	res := &jobs.Result{V: jobs.Version, ID: id, Tenant: tenant, Status: jobs.StatusRejected, Code: jobs.CodeDeadLetter, Reason: reason,
 		Worker: w.cfg.ID, Attempt: int(adv.Deliveries), FinishedAt: time.Now().UTC()}
 	if err := w.publishResult(ctx, res); err != nil && !errors.Is(err, errResultExists) {
 		return fmt.Errorf("publishing the dead-letter result of %s: %w", id, err)
@@ -130,8 +132,15 @@ func (w *Worker) deadLetter(ctx context.Context, adv maxDeliveriesAdvisory) erro
 	if w.cfg.Observer != nil {
 		w.cfg.Observer.DeadLettered()
 	}
-	w.log.Warn("job dead-lettered", "job", id, "deliveries", adv.Deliveries)
+	w.log.Warn("job dead-lettered", "job", id, "tenant", tenant, "deliveries", adv.Deliveries)
 	return nil
+}
+
+// onQueue reports whether subject is a job subject of the worker's queue
+// with a valid tenant (the only jobs it delivers answers for).
+func (w *Worker) onQueue(subject string) bool {
+	q, _, ok := w.cfg.Subjects.ParseJobs(subject)
+	return ok && q == w.cfg.Queue
 }
 
 // errNotExhausted: the advisory is contradicted by the consumer's state.
@@ -154,8 +163,8 @@ func (w *Worker) verifyExhausted(ctx context.Context, adv maxDeliveriesAdvisory,
 	switch {
 	case adv.Stream != s.JobsStream() || adv.Consumer != s.ConsumerName(w.cfg.Queue):
 		return fmt.Errorf("%w: the advisory names %s/%s", errNotExhausted, adv.Stream, adv.Consumer)
-	case orig.Subject != s.Jobs(w.cfg.Queue):
-		return fmt.Errorf("%w: message %d is on %s, not this queue", errNotExhausted, adv.StreamSeq, orig.Subject)
+	case !w.onQueue(orig.Subject):
+		return fmt.Errorf("%w: message %d is on %s, not a tenant's subject of this queue", errNotExhausted, adv.StreamSeq, orig.Subject)
 	case w.held.has(adv.StreamSeq):
 		return fmt.Errorf("%w: this worker is running it", errNotExhausted)
 	}

@@ -22,6 +22,7 @@ type delivery struct {
 	seq     uint64 // stream sequence
 	attempt int
 	queued  time.Time // when the job was published
+	tenant  string    // from the subject the job arrived on
 	id      string
 	job     *jobs.Job
 	log     *slog.Logger
@@ -41,9 +42,18 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	// Held from the start: the dead-letter check must see it as running.
 	w.held.add(d.seq)
 	defer w.held.remove(d.seq)
+	_, tenant, ok := w.cfg.Subjects.ParseJobs(msg.Subject())
+	if !ok {
+		// No tenant to answer to: a result on some other tenant's
+		// subjects would be a forgery of ours. Nothing can be reported.
+		w.log.Warn("job on a subject without a valid tenant: dropped", "subject", truncate(msg.Subject()), "seq", d.seq)
+		_ = msg.Term()
+		return
+	}
+	d.tenant = tenant
 	job, decodeErr := jobs.DecodeJob(msg.Data(), w.cfg.Policy.MaxJobBytes)
 	d.id, decodeErr = w.jobID(d, job, decodeErr)
-	d.log = w.log.With("job", d.id, "attempt", d.attempt)
+	d.log = w.log.With("job", d.id, "tenant", d.tenant, "attempt", d.attempt)
 
 	var status jobs.Status
 	if w.cfg.StartJob != nil {
@@ -74,6 +84,9 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 	if err != nil {
 		return w.rejectJob(ctx, d, err)
 	}
+	if err := jobs.CheckTenant(job, d.tenant); err != nil {
+		return w.rejectJob(ctx, d, err)
+	}
 	if w.cfg.SimulateCrash != nil && w.cfg.SimulateCrash(job, d.attempt) {
 		d.log.Warn("simulating a crash: abandoning the delivery")
 		return ""
@@ -88,7 +101,7 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 
 	// The same id runs once: the dedup window catches quick duplicates at
 	// publication, this catches later ones for as long as results are kept.
-	if w.resultExists(ctx, d.id) {
+	if w.resultExists(ctx, d.tenant, d.id) {
 		d.log.Info("duplicate job: a result exists already")
 		_ = d.msg.Ack()
 		return ""
@@ -97,12 +110,13 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 	if err != nil {
 		return w.rejectJob(ctx, d, err)
 	}
-	pkgs, err := w.pkgs.resolve(ctx, job.Packages, w.cfg.Subjects.PackagesBucket())
+	pkgs, err := w.pkgs.resolve(ctx, d.tenant, job.Packages, w.cfg.Subjects.PackagesBucket())
 	if err != nil {
 		return w.rejectJob(ctx, d, err)
 	}
 
-	cancelled, duplicate := w.cancels.start(d.id, stopRun)
+	key := jobKey(d.tenant, d.id)
+	cancelled, duplicate := w.cancels.start(key, stopRun)
 	if duplicate {
 		// The same job runs here already; that run owns the result.
 		d.log.Info("duplicate job: already running on this worker")
@@ -110,8 +124,8 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 		return ""
 	}
 	if !cancelled {
-		defer w.cancels.done(d.id)
-		cancelled = w.cancelRequested(ctx, d.id)
+		defer w.cancels.done(key)
+		cancelled = w.cancelRequested(ctx, d.tenant, d.id)
 	}
 	if cancelled {
 		if w.cfg.Observer != nil {
@@ -133,8 +147,8 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 // jobID chooses the id a delivery is answered under, and says why the job
 // is not acceptable as sent. A job is answered under its own id only when
 // that id is a valid token and agrees with the message's Nats-Msg-Id (the
-// key the jobs stream deduplicated it under; a message without one is
-// accepted). Anything else is answered under "invalid-<stream sequence>":
+// key the jobs stream deduplicated it under, jobs.MsgID(tenant, id); a
+// message without one is accepted). Anything else is answered under "invalid-<stream sequence>":
 // an id read from a message that is not a well-formed claim of it must not
 // get a result under that id, which would be somebody else's job.
 func (w *Worker) jobID(d *delivery, job *jobs.Job, decodeErr error) (string, error) {
@@ -146,9 +160,9 @@ func (w *Worker) jobID(d *delivery, job *jobs.Job, decodeErr error) (string, err
 		return invalid, nil // Validate rejects it (invalid_id)
 	}
 	if h := d.msg.Headers(); h != nil {
-		if msgID := h.Get(jobs.HeaderMsgID); msgID != "" && msgID != job.ID {
-			return invalid, reject(jobs.CodeInvalidID, "the Nats-Msg-Id header %q differs from the job's id %q",
-				truncate(msgID), job.ID)
+		if msgID := h.Get(jobs.HeaderMsgID); msgID != "" && msgID != jobs.MsgID(d.tenant, job.ID) {
+			return invalid, reject(jobs.CodeInvalidID, "the Nats-Msg-Id header %q is not %q (tenant.id)",
+				truncate(msgID), jobs.MsgID(d.tenant, job.ID))
 		}
 	}
 	return job.ID, nil
@@ -185,34 +199,19 @@ func (w *Worker) heartbeat(ctx context.Context, d *delivery, stop context.Cancel
 	}
 }
 
-// resultExists looks up the job's result subject. A failed lookup says
-// "no": the compare-and-set publication of the result still guarantees
-// that there is only one.
-func (w *Worker) resultExists(ctx context.Context, id string) bool {
-	subject := w.cfg.Subjects.Event(id, jobs.EventResult)
-	if _, err := jobs.FirstResult(ctx, w.results, subject); err == nil {
-		return true
-	}
-	if w.legacyResults {
-		_, err := w.events.GetLastMsgForSubject(ctx, subject)
-		return err == nil
-	}
-	return false
+// resultExists looks up the job's result subject, under its tenant: only
+// a result of the same tenant makes a job a duplicate. A failed lookup
+// says "no": the compare-and-set publication of the result still
+// guarantees that there is only one.
+func (w *Worker) resultExists(ctx context.Context, tenant, id string) bool {
+	_, err := jobs.FirstResult(ctx, w.results, w.cfg.Subjects.Event(tenant, id, jobs.EventResult))
+	return err == nil
 }
 
-// hasLegacyResults reports whether the events stream holds results, as
-// it did before results had a stream of their own. They stay readable
-// (a stream keeps messages of subjects it no longer captures) until they
-// age out; the extra lookup is only paid while there may be some.
-func (w *Worker) hasLegacyResults(ctx context.Context) bool {
-	_, err := w.events.GetLastMsgForSubject(ctx, w.cfg.Subjects.AllResults())
-	return !errors.Is(err, jetstream.ErrMsgNotFound)
-}
-
-// cancelRequested looks for a stored cancel of the job: a job cancelled
-// while queued, perhaps before this worker existed.
-func (w *Worker) cancelRequested(ctx context.Context, id string) bool {
-	_, err := w.control.GetLastMsgForSubject(ctx, w.cfg.Subjects.Cancel(id))
+// cancelRequested looks for a stored cancel of the job, under its tenant:
+// a job cancelled while queued, perhaps before this worker existed.
+func (w *Worker) cancelRequested(ctx context.Context, tenant, id string) bool {
+	_, err := w.control.GetLastMsgForSubject(ctx, w.cfg.Subjects.Cancel(tenant, id))
 	return err == nil
 }
 
@@ -234,7 +233,7 @@ func (w *Worker) rejectJob(ctx context.Context, d *delivery, err error) jobs.Sta
 // reported (connection lost).
 func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs []*sandbox.Package, netReq netgate.Request) *jobs.Result {
 	job := d.job
-	events := newEventPublisher(w.nc, w.cfg.Subjects, d.id, d.attempt, w.cfg.ID)
+	events := newEventPublisher(w.nc, w.cfg.Subjects, d.tenant, d.id, d.attempt, w.cfg.ID)
 	opts := sandbox.ExecOptions{
 		Limits: sandbox.Limits{
 			Timeout:       plan.Timeout,

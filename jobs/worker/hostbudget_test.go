@@ -112,7 +112,7 @@ func TestHostFloodsEndOnlyTheFloodingJob(t *testing.T) {
 		if r.Status != jobs.StatusOK || !r.TraceTruncated {
 			t.Errorf("%s: status %s trace_truncated %v %+v", id, r.Status, r.TraceTruncated, r.Error)
 		}
-		n, size := storedEvents(t, nc, jobs.Subjects{}.Event(id, jobs.EventTrace))
+		n, size := storedEvents(t, nc, jobs.Subjects{}.Event(jobs.DefaultTenant, id, jobs.EventTrace))
 		// Each event is counted by its size; its envelope and headers add
 		// a bounded amount per event, plus the final truncation marker.
 		if n > traceEvents+1 || size > traceBytes+(n*512) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,11 +119,11 @@ func TestOutputFloodCannotEvictResults(t *testing.T) {
 		if res.Status != jobs.StatusOK {
 			t.Fatalf("%s: %s", id, res.Status)
 		}
-		if n := countMessages(t, js, "eryx.job."+id+".stdout"); n > perSubject {
+		if n := countMessages(t, js, "eryx.t.default.job."+id+".stdout"); n > perSubject {
 			t.Errorf("%s: %d stdout events stored, the per-job cap is %d", id, n, perSubject)
 		}
 	}
-	if n := countMessages(t, js, "eryx.job.flood-0.stdout"); n != perSubject {
+	if n := countMessages(t, js, "eryx.t.default.job.flood-0.stdout"); n != perSubject {
 		t.Errorf("the first flood stored %d stdout events, want the cap %d", n, perSubject)
 	}
 	info := streamInfo(t, js, "ERYX_EVENTS")
@@ -135,7 +136,7 @@ func TestOutputFloodCannotEvictResults(t *testing.T) {
 	if err != nil || res.Status != jobs.StatusOK || res.Stdout != "early output\n" {
 		t.Fatalf("early after the flood: %+v, %v", res, err)
 	}
-	if n := countMessages(t, js, "eryx.job.early.stdout"); n != 1 {
+	if n := countMessages(t, js, "eryx.t.default.job.early.stdout"); n != 1 {
 		t.Errorf("early: %d stdout events, want 1", n)
 	}
 	var attached collector
@@ -159,71 +160,59 @@ func TestOutputFloodCannotEvictResults(t *testing.T) {
 	if late.Status != jobs.StatusOK || late.Stdout != "late\n" {
 		t.Fatalf("late: %s %q", late.Status, late.Stdout)
 	}
-	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(`{"id":"early","code":"print('again')"}`)}); err != nil {
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "eryx.jobs.default.default", Data: []byte(`{"id":"early","code":"print('again')"}`)}); err != nil {
 		t.Fatal(err)
 	}
 	waitQueueEmpty(t, js)
-	if n := countMessages(t, js, "eryx.job.early.result"); n != 1 {
+	if n := countMessages(t, js, "eryx.t.default.job.early.result"); n != 1 {
 		t.Errorf("early: %d results, want 1", n)
 	}
 }
 
-// TestStreamsMigrateFromSharedEvents: a deployment whose ERYX_EVENTS
-// captured results too is updated in place; its old results still count.
-func TestStreamsMigrateFromSharedEvents(t *testing.T) {
+// TestStreamsMigrateFromV1: the streams of a protocol v1 deployment are
+// updated in place to the v2 subjects, and a job queued under v1 runs as
+// the default tenant's.
+func TestStreamsMigrateFromV1(t *testing.T) {
 	nc := connect(t, startServer(t))
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	// The streams as a worker before the results stream made them.
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: "ERYX_EVENTS", Subjects: []string{"eryx.job.*.*"},
-		MaxAge: time.Hour, MaxBytes: 1 << 30, Discard: jetstream.DiscardOld, AllowDirect: true,
-	}); err != nil {
-		t.Fatal(err)
+	v1 := []jetstream.StreamConfig{
+		{Name: "ERYX_JOBS", Subjects: []string{"eryx.jobs.*"}, Retention: jetstream.WorkQueuePolicy},
+		{Name: "ERYX_EVENTS", Subjects: []string{"eryx.job.*.stdout", "eryx.job.*.stderr", "eryx.job.*.trace", "eryx.events.barrier"}},
+		{Name: "ERYX_RESULTS", Subjects: []string{"eryx.job.*.result"}, AllowDirect: true},
+		{Name: "ERYX_CONTROL", Subjects: []string{"eryx.control.cancel.*"}, MaxMsgsPerSubject: 1},
+		{Name: "ERYX_DLQ", Subjects: []string{"eryx.dlq.*"}},
 	}
-	old, _ := json.Marshal(jobs.Result{V: 1, ID: "old-job", Status: jobs.StatusOK, Stdout: "old\n", Worker: "old-worker", Attempt: 1})
-	if _, err := js.Publish(ctx, "eryx.job.old-job.stdout", []byte("old\n")); err != nil {
-		t.Fatal(err)
+	for _, cfg := range v1 {
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := js.Publish(ctx, "eryx.job.old-job.result", old); err != nil {
+	queued := &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(`{"v":1,"id":"v1-queued","code":"print('from v1')"}`), Header: nats.Header{}}
+	queued.Header.Set(jobs.HeaderMsgID, "v1-queued")
+	if _, err := js.PublishMsg(ctx, queued); err != nil {
 		t.Fatal(err)
 	}
 
 	startWorker(t, nc, testConfig("w1"))
 	c := newClient(t, nc)
-	events := streamInfo(t, js, "ERYX_EVENTS")
-	for _, s := range events.Config.Subjects {
-		if strings.HasSuffix(s, ".result") || s == "eryx.job.*.*" {
-			t.Errorf("events stream still captures results: %v", events.Config.Subjects)
+	want := map[string][]string{}
+	for _, cfg := range (jobs.Topology{}).StreamConfigs() {
+		want[cfg.Name] = cfg.Subjects
+	}
+	for _, cfg := range v1 {
+		if got := streamInfo(t, js, cfg.Name).Config.Subjects; !slices.Equal(got, want[cfg.Name]) {
+			t.Errorf("%s: subjects %v, want %v", cfg.Name, got, want[cfg.Name])
 		}
 	}
-	if events.Config.Discard != jetstream.DiscardNew || !events.Config.DiscardNewPerSubject {
-		t.Errorf("events stream discard policy not updated: %+v", events.Config)
+	res := waitResult(t, c, "v1-queued")
+	if res.Status != jobs.StatusOK || res.Stdout != "from v1\n" || res.Tenant != jobs.DefaultTenant {
+		t.Fatalf("the v1 job: %+v", res)
 	}
-	if r := streamInfo(t, js, "ERYX_RESULTS"); r.Config.Subjects[0] != "eryx.job.*.result" {
-		t.Errorf("results stream subjects %v", r.Config.Subjects)
-	}
-
-	// The old result is found by Lookup, by a watch, and by the worker's
-	// duplicate check.
-	if res, err := c.Lookup(ctx, "old-job"); err != nil || res.Worker != "old-worker" {
-		t.Fatalf("lookup of the old result: %+v %v", res, err)
-	}
-	if res := waitResult(t, c, "old-job"); res.Worker != "old-worker" {
-		t.Fatalf("watch of the old result: %+v", res)
-	}
-	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(`{"id":"old-job","code":"print('again')"}`)}); err != nil {
-		t.Fatal(err)
-	}
-	waitQueueEmpty(t, js)
-	if n := countMessages(t, js, "eryx.job.old-job.result"); n != 0 {
-		t.Errorf("the old job ran again: %d results in the results stream", n)
-	}
-	// New jobs go the new way.
 	if res := runJob(t, c, &jobs.Job{ID: "new-job", Code: "print('new')"}, jobs.Handlers{}); res.Status != jobs.StatusOK {
 		t.Fatal(res.Status)
 	}
-	if n := countMessages(t, js, "eryx.job.new-job.result"); n != 1 {
+	if n := countMessages(t, js, "eryx.t.default.job.new-job.result"); n != 1 {
 		t.Errorf("new job: %d results in ERYX_RESULTS", n)
 	}
 }
@@ -346,8 +335,8 @@ func TestDecoyCannotHoldAVictimsID(t *testing.T) {
 	w := newWorker(t, nc, testConfig("w1")) // streams exist, nothing runs yet
 
 	decoy := func(victim, body string) uint64 {
-		msg := &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(body), Header: nats.Header{}}
-		msg.Header.Set(jobs.HeaderMsgID, victim)
+		msg := &nats.Msg{Subject: "eryx.jobs.default.default", Data: []byte(body), Header: nats.Header{}}
+		msg.Header.Set(jobs.HeaderMsgID, jobs.MsgID(jobs.DefaultTenant, victim))
 		ack, err := js.PublishMsg(ctx, msg)
 		if err != nil {
 			t.Fatal(err)
@@ -402,7 +391,7 @@ func TestWatchIgnoresForgedAttempts(t *testing.T) {
 	c := newClient(t, nc)
 
 	forge := func(id, attempt, seq, worker, text string) {
-		msg := &nats.Msg{Subject: "eryx.job." + id + ".stdout", Data: []byte(text), Header: nats.Header{}}
+		msg := &nats.Msg{Subject: "eryx.t.default.job." + id + ".stdout", Data: []byte(text), Header: nats.Header{}}
 		msg.Header.Set(jobs.HeaderVersion, "1")
 		msg.Header.Set(jobs.HeaderAttempt, attempt)
 		msg.Header.Set(jobs.HeaderSeq, seq)

@@ -38,6 +38,7 @@ type segment struct {
 type eventPublisher struct {
 	nc       *nats.Conn
 	subjects jobs.Subjects
+	tenant   string
 	id       string
 	attempt  int
 	worker   string
@@ -56,8 +57,8 @@ type eventPublisher struct {
 	err   error
 }
 
-func newEventPublisher(nc *nats.Conn, s jobs.Subjects, id string, attempt int, worker string) *eventPublisher {
-	return &eventPublisher{nc: nc, subjects: s, id: id, attempt: attempt, worker: worker, hdrAtt: strconv.Itoa(attempt)}
+func newEventPublisher(nc *nats.Conn, s jobs.Subjects, tenant, id string, attempt int, worker string) *eventPublisher {
+	return &eventPublisher{nc: nc, subjects: s, tenant: tenant, id: id, attempt: attempt, worker: worker, hdrAtt: strconv.Itoa(attempt)}
 }
 
 // output is the sandbox.OutputHandler of the job.
@@ -157,10 +158,10 @@ func marshalNoEscape(v any) ([]byte, error) {
 func (p *eventPublisher) publish(kind jobs.EventKind, data []byte) {
 	p.seq++
 	msg := &nats.Msg{
-		Subject: p.subjects.Event(p.id, kind),
+		Subject: p.subjects.Event(p.tenant, p.id, kind),
 		Data:    data,
 		Header: nats.Header{
-			jobs.HeaderVersion: []string{"1"},
+			jobs.HeaderVersion: []string{protocolVersion},
 			jobs.HeaderAttempt: []string{p.hdrAtt},
 			jobs.HeaderSeq:     []string{strconv.Itoa(p.seq)},
 			jobs.HeaderWorker:  []string{p.worker},

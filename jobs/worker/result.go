@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,7 +20,7 @@ import (
 // yet (compare-and-set on the result subject), which makes "exactly one
 // result per job" hold across redeliveries, duplicates and racing workers.
 func (w *Worker) finish(ctx context.Context, d *delivery, res *jobs.Result) jobs.Status {
-	res.V, res.ID, res.Worker, res.Attempt = jobs.Version, d.id, w.cfg.ID, d.attempt
+	res.V, res.ID, res.Tenant, res.Worker, res.Attempt = jobs.Version, d.id, d.tenant, w.cfg.ID, d.attempt
 	if d.job != nil {
 		res.Session = d.job.Session
 	}
@@ -48,6 +49,9 @@ func (w *Worker) finish(ctx context.Context, d *delivery, res *jobs.Result) jobs
 
 var errResultExists = errors.New("worker: result exists")
 
+// protocolVersion is the Eryx-V header of every event and result.
+var protocolVersion = strconv.Itoa(jobs.Version)
+
 // publishResult publishes res on its result subject, unless one exists.
 func (w *Worker) publishResult(ctx context.Context, res *jobs.Result) error {
 	limit := int(w.nc.MaxPayload()) - resultHeadroom
@@ -56,9 +60,9 @@ func (w *Worker) publishResult(ctx context.Context, res *jobs.Result) error {
 		return err
 	}
 	msg := &nats.Msg{
-		Subject: w.cfg.Subjects.Event(res.ID, jobs.EventResult),
+		Subject: w.cfg.Subjects.Event(res.Tenant, res.ID, jobs.EventResult),
 		Data:    data,
-		Header:  nats.Header{jobs.HeaderVersion: []string{"1"}, jobs.HeaderWorker: []string{w.cfg.ID}},
+		Header:  nats.Header{jobs.HeaderVersion: []string{protocolVersion}, jobs.HeaderWorker: []string{w.cfg.ID}},
 	}
 	// Keep trying through a short disconnection: the alternative, running
 	// the job again elsewhere, costs more.

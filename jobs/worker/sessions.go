@@ -19,10 +19,13 @@ import (
 var ErrSessionConflict = errors.New("worker: session changed concurrently")
 
 // SessionStore keeps session snapshots so that a session can continue on
-// any worker. KVSessions adapts the platform's store (kvstate).
+// any worker. KVSessions adapts the platform's store (kvstate). Ids are
+// the sessions' keys, jobs.SessionKey(tenant, session).
 type SessionStore interface {
 	// LoadSince returns the session's latest revision and, unless that is
-	// still have, its snapshot. A session that does not exist is (nil, 0).
+	// still have, its snapshot. A session that does not exist is (nil, 0);
+	// one whose snapshot fails its integrity check is a session_tampered
+	// rejection.
 	LoadSince(ctx context.Context, id string, have uint64) ([]byte, uint64, error)
 	// Commit saves data as the session's state if the session is still at
 	// rev (0: it must not exist yet) and returns the new revision, or an
@@ -43,6 +46,10 @@ func (k kvSessions) LoadSince(ctx context.Context, id string, have uint64) ([]by
 	case errors.Is(err, kvstate.ErrTooLarge):
 		// Refused before download; retrying elsewhere would not help.
 		return nil, 0, reject(jobs.CodeTooLarge, "session %s cannot be loaded: %v", id, err)
+	case errors.Is(err, kvstate.ErrTampered):
+		// Never restored: code planted in a snapshot would run as the
+		// session's owner. Every worker shares the key, so none would.
+		return nil, 0, reject(jobs.CodeSessionTampered, "session %s was not written by a worker and is not restored: %v", id, err)
 	case err != nil:
 		return nil, 0, err
 	}
@@ -86,7 +93,9 @@ func (o *sessionOutcome) apply(res *jobs.Result) {
 // store; then it saves the new state under the next revision.
 func (w *Worker) runSession(ctx context.Context, d *delivery, job *jobs.Job, opts sandbox.ExecOptions, pkgs []*sandbox.Package) (*sandbox.Result, *sessionOutcome, error) {
 	store := w.cfg.Sessions
-	id := job.Session
+	// The tenant is part of the key, in the store and in the warm cache:
+	// the same session id in two tenants is two sessions.
+	id := jobs.SessionKey(d.tenant, job.Session)
 	e, err := w.sessions.lock(ctx, id)
 	if err != nil {
 		return nil, nil, err

@@ -14,6 +14,9 @@ import (
 	"github.com/eryx-dev/eryx/kvstate"
 )
 
+// testSnapshotKey is the workers' shared snapshot key in tests.
+var testSnapshotKey = []byte("test-snapshot-key-0123456789abcdef")
+
 // sessionConfig is a worker configuration with sessions in KV.
 func sessionConfig(t *testing.T, nc *nats.Conn, id string) worker.Config {
 	t.Helper()
@@ -21,7 +24,7 @@ func sessionConfig(t *testing.T, nc *nats.Conn, id string) worker.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := kvstate.Open(context.Background(), js, kvstate.Config{})
+	store, err := kvstate.Open(context.Background(), js, kvstate.Config{MACKey: testSnapshotKey})
 	if err != nil {
 		t.Fatal(err)
 	}

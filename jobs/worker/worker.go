@@ -222,10 +222,6 @@ type Worker struct {
 	control  jetstream.Stream
 	packages jetstream.ObjectStore
 
-	// legacyResults: the events stream still holds results stored
-	// before the results stream existed, so duplicates are looked for
-	// there too.
-	legacyResults bool
 	// held are the stream sequences of the deliveries this worker holds,
 	// for the dead-letter check (see holds).
 	held *heldSet
@@ -261,6 +257,15 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	if err := cfg.Topology.EnsureStreams(ctx, js); err != nil {
 		return nil, err
 	}
+	// Jobs queued under protocol v1 subjects match no v2 consumer: they
+	// are the default tenant's (v1 had no other).
+	moved, err := cfg.Topology.MigrateV1Jobs(ctx, js, 0)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if moved > 0 {
+		w.log.Warn("moved jobs queued under protocol v1 subjects to the default tenant", "jobs", moved)
+	}
 	s := cfg.Subjects
 	if w.jobs, err = js.Stream(ctx, s.JobsStream()); err != nil {
 		return nil, err
@@ -271,7 +276,6 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	if w.results, err = js.Stream(ctx, s.ResultsStream()); err != nil {
 		return nil, err
 	}
-	w.legacyResults = w.hasLegacyResults(ctx)
 	if w.control, err = js.Stream(ctx, s.ControlStream()); err != nil {
 		return nil, err
 	}
@@ -285,7 +289,7 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	w.cons, err = js.CreateOrUpdateConsumer(ctx, s.JobsStream(), jetstream.ConsumerConfig{
 		Durable:       s.ConsumerName(cfg.Queue),
 		Description:   "eryx workers of queue " + cfg.Queue,
-		FilterSubject: s.Jobs(cfg.Queue),
+		FilterSubject: s.QueueJobs(cfg.Queue),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
 		MaxDeliver:    cfg.MaxDeliver,
@@ -440,13 +444,14 @@ func (w *Worker) next(ctx context.Context) (jetstream.Msg, error) {
 	return nil, nil
 }
 
-// onCancel handles <prefix>.control.cancel.<id>.
+// onCancel handles <prefix>.t.<tenant>.cancel.<id>: the tenant of the
+// subject scopes the id, so a tenant can only cancel its own jobs.
 func (w *Worker) onCancel(m *nats.Msg) {
-	id := lastToken(m.Subject)
-	if !jobs.ValidToken(id) {
+	tenant, id, ok := w.cfg.Subjects.ParseCancel(m.Subject)
+	if !ok {
 		return
 	}
-	switch w.cancels.cancel(id) {
+	switch w.cancels.cancel(jobKey(tenant, id)) {
 	case cancelStopped:
 		w.log.Info("cancelling running job", "job", id)
 	case cancelDropped:
@@ -455,17 +460,12 @@ func (w *Worker) onCancel(m *nats.Msg) {
 		// lines, not one per message.
 		if _, n := w.cancels.stats(); n&(n-1) == 0 {
 			w.log.Warn("cancel flood: cancels of jobs not running here are over the rate limit; only the control stream keeps them",
-				"limit_per_second", w.cfg.CancelRate, "dropped_total", n, "last", id)
+				"limit_per_second", w.cfg.CancelRate, "dropped_total", n, "last", id, "tenant", tenant)
 		}
 	case cancelRemembered:
 	}
 }
 
-func lastToken(subject string) string {
-	for i := len(subject) - 1; i >= 0; i-- {
-		if subject[i] == '.' {
-			return subject[i+1:]
-		}
-	}
-	return subject
-}
+// jobKey identifies a job on this worker: ids are only unique within a
+// tenant. Neither part contains a '/'.
+func jobKey(tenant, id string) string { return tenant + "/" + id }

@@ -120,7 +120,8 @@ func TestRejections(t *testing.T) {
 		{"id not a token", `{"id":"a.b","code":"1"}`, "idhdr", "seq", jobs.CodeInvalidID},
 		{"Nats-Msg-Id differs from id", `{"id":"mine","code":"1"}`, "victim2", "seq", jobs.CodeInvalidID},
 		// Well-formed: answered under its id.
-		{"matching Nats-Msg-Id", `{"id":"hdr-ok","code":"1","memory_mb":1}`, "hdr-ok", "hdr-ok", jobs.CodeInvalidLimits},
+		{"bare id as Nats-Msg-Id (v1)", `{"id":"mine2","code":"1"}`, "mine2", "seq", jobs.CodeInvalidID},
+		{"matching Nats-Msg-Id", `{"id":"hdr-ok","code":"1","memory_mb":1}`, "default.hdr-ok", "hdr-ok", jobs.CodeInvalidLimits},
 		{"newer version", `{"v":9,"id":"v9","code":"1"}`, "", "v9", jobs.CodeUnsupportedVersion},
 		{"memory above maximum", `{"id":"mem1","code":"1","memory_mb":4096}`, "", "mem1", jobs.CodeInvalidLimits},
 		{"memory below minimum", `{"id":"mem2","code":"1","memory_mb":1}`, "", "mem2", jobs.CodeInvalidLimits},
@@ -133,7 +134,7 @@ func TestRejections(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			msg := &nats.Msg{Subject: "eryx.jobs.default", Data: []byte(tt.data), Header: nats.Header{}}
+			msg := &nats.Msg{Subject: "eryx.jobs.default.default", Data: []byte(tt.data), Header: nats.Header{}}
 			if tt.msgID != "" {
 				msg.Header.Set(jobs.HeaderMsgID, tt.msgID)
 			}
