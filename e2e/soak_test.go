@@ -143,7 +143,7 @@ func TestHostileLoad(t *testing.T) {
 		// Attacks on the bus: a cancel flood, forged advisories, malformed
 		// and mismatched jobs.
 		for i := range 20000 {
-			_ = nc.Publish(s.Cancel(fmt.Sprintf("nobody-%d-%d", round, i)), []byte("flood"))
+			_ = nc.Publish(s.Cancel(jobs.DefaultTenant, fmt.Sprintf("nobody-%d-%d", round, i)), []byte("flood"))
 		}
 		advisory := jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default")
 		for seq := 1; seq <= 200; seq++ {
@@ -151,8 +151,8 @@ func TestHostileLoad(t *testing.T) {
 				"stream": "ERYX_JOBS", "consumer": "workers-default", "stream_seq": seq, "deliveries": 3})
 			_ = nc.Publish(advisory, data)
 		}
-		_ = nc.Publish(s.Jobs(""), []byte(`{"id":"victim","x":1}`))
-		_ = nc.Publish(s.Jobs(""), []byte(`not json`))
+		_ = nc.Publish(s.Jobs("", jobs.DefaultTenant), []byte(`{"id":"victim","x":1}`))
+		_ = nc.Publish(s.Jobs("", jobs.DefaultTenant), []byte(`not json`))
 		faults += 20000 + 200 + 2
 		// Ordinary jobs, submitted while all of that goes on.
 		for i := range ordinaryPerRound {
