@@ -288,8 +288,11 @@ def _check(schema, value, where):
     return None
 
 
-async def invoke(name, *args, **kwargs):
-    """Calls the callback `name`; always available, whatever the name."""
+async def invoke(name, /, *args, **kwargs):
+    """Calls the callback `name`; always available, whatever the name.
+
+    `name` is positional-only so that a schema parameter called `name` (or
+    anything else) arrives in kwargs instead of colliding with it."""
     if not isinstance(name, str):
         raise TypeError(f"invoke() needs a callback name, not {type(name).__name__}")
     spec = _state["callbacks"].get(name)
