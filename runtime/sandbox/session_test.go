@@ -152,7 +152,7 @@ func TestSessionResultBelongsToItsJob(t *testing.T) {
 	}{
 		{code: "result = 42", status: sandbox.StatusOK, value: "42"},
 		{code: "print(1)", status: sandbox.StatusOK},
-		{code: "print(result)", status: sandbox.StatusOK}, // still readable, not reported
+		{code: "print(result)", status: sandbox.StatusOK},            // still readable, not reported
 		{code: "result = 42", status: sandbox.StatusOK, value: "42"}, // same (cached) int again
 		{code: "result = result + 1", status: sandbox.StatusOK, value: "43"},
 		{code: "result = 'boom'\nraise ValueError('x')", status: sandbox.StatusError, value: `"boom"`},
