@@ -85,7 +85,9 @@ HELM ?= $(GO) run helm.sh/helm/v3/cmd/helm@v3.22.0
 chart-lint:
 	$(HELM) lint --strict charts/eryx
 	$(HELM) lint --strict charts/eryx --set nats.enabled=true,nats.auth.mode=token,nats.auth.token=lint,serviceMonitor.enabled=true,networkPolicy.enabled=true
+	$(HELM) template eryx charts/eryx >/dev/null
 	$(HELM) template eryx charts/eryx --namespace eryx --kube-version 1.31.0 >/dev/null
+	! $(HELM) template eryx charts/eryx --kube-version 1.26.0 >/dev/null 2>&1
 	$(GO) test -count=1 -timeout 300s ./charts/...
 
 ## soak: issue #10's attacks with ordinary jobs against one worker under a

@@ -303,16 +303,25 @@ func parseValues(t *testing.T, y string) map[string]any {
 // values.yaml does not define is an error rather than an empty string.
 func render(t *testing.T, values string) (map[string]string, error) {
 	t.Helper()
+	return renderFor(t, values, kubeVersion)
+}
+
+// renderFor renders for a cluster of version kube ("" is Helm's built-in
+// default, as `helm template` without --kube-version).
+func renderFor(t *testing.T, values, kube string) (map[string]string, error) {
+	t.Helper()
 	ch := loadChart(t)
 	caps := *chartutil.DefaultCapabilities
-	kv, err := chartutil.ParseKubeVersion(kubeVersion)
-	if err != nil {
-		t.Fatal(err)
+	if kube != "" {
+		kv, err := chartutil.ParseKubeVersion(kube)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caps.KubeVersion = *kv
 	}
-	caps.KubeVersion = *kv
-	// What `helm install` checks before rendering.
-	if !chartutil.IsCompatibleRange(ch.Metadata.KubeVersion, kubeVersion) {
-		t.Fatalf("chart kubeVersion %q excludes %s", ch.Metadata.KubeVersion, kubeVersion)
+	// What `helm template` and `helm install` check before rendering.
+	if c := ch.Metadata.KubeVersion; c != "" && !chartutil.IsCompatibleRange(c, caps.KubeVersion.String()) {
+		return nil, fmt.Errorf("chart requires kubeVersion: %s which is incompatible with Kubernetes %s", c, caps.KubeVersion.String())
 	}
 	vals, err := chartutil.ToRenderValues(ch, parseValues(t, values),
 		chartutil.ReleaseOptions{Name: releaseName, Namespace: namespace, Revision: 1, IsInstall: true},
@@ -875,5 +884,36 @@ func checkAllOptions(t *testing.T, m *manifests) {
 	}
 	if !strings.Contains(m.notes, "NATS runs in-cluster") {
 		t.Error("NOTES.txt does not mention the in-chart NATS")
+	}
+}
+
+// `helm template charts/eryx` works without --kube-version, whatever Helm's
+// built-in default (v1.20.0 for a Helm built without release flags), while
+// a cluster older than 1.27 is refused.
+func TestKubeVersion(t *testing.T) {
+	tests := []struct {
+		kube string
+		ok   bool
+	}{
+		{"", true}, // Helm's default
+		{"v1.20.0", true},
+		{"v1.26.5", false},
+		{"v1.21.0", false},
+		{"v1.27.0", true},
+		{"v1.27.3-gke.100", true},
+		{"v1.34.1", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kube, func(t *testing.T) {
+			out, err := renderFor(t, "", tt.kube)
+			switch {
+			case tt.ok && err != nil:
+				t.Fatalf("render refused: %v", err)
+			case tt.ok && len(out) == 0:
+				t.Fatal("rendered nothing")
+			case !tt.ok && (err == nil || !strings.Contains(err.Error(), "needs Kubernetes >= 1.27")):
+				t.Fatalf("err %v, want the version refused", err)
+			}
+		})
 	}
 }

@@ -58,6 +58,7 @@ func (e env) errorf(format string, args ...any) int {
 // run is the whole program. ctx ending (Ctrl-C) cancels a running job.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := env{stdin: stdin, stdout: stdout, stderr: stderr}
+	args = commonFirst(args)
 	if len(args) > 0 {
 		switch args[0] {
 		case "cancel":
@@ -76,6 +77,37 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}
 	return cmdRun(ctx, e, args)
+}
+
+var subcommands = map[string]bool{"cancel": true, "attach": true, "callbacks": true, "session": true, "package": true, "help": true}
+
+// commonFirst moves the common flags given before a subcommand
+// ("eryx-submit --nats URL session list") after it, where its flag set
+// parses them; anything else is returned as it is (a run: "--nats URL
+// job.py", or "-- session" naming a file).
+func commonFirst(args []string) []string {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var c common
+	c.register(fs)
+	if fs.Parse(args) != nil || fs.NArg() == 0 || fs.NArg() == len(args) {
+		return args
+	}
+	rest := fs.Args()
+	flags := args[:len(args)-len(rest)]
+	if flags[len(flags)-1] == "--" || !subcommands[rest[0]] {
+		return args
+	}
+	out := append([]string{rest[0]}, rest[1:]...)
+	// Before a "--" of the subcommand's, so that they stay flags.
+	at := len(out)
+	for i, a := range out {
+		if a == "--" {
+			at = i
+			break
+		}
+	}
+	return append(out[:at:at], append(append([]string(nil), flags...), out[at:]...)...)
 }
 
 func usage(w io.Writer) {
@@ -152,6 +184,7 @@ func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 type runOptions struct {
 	common
 	code      string
+	codeSet   bool // -c was given, maybe empty: empty code is a valid job
 	id        string
 	session   string
 	queue     string
@@ -217,6 +250,7 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 	if err != nil {
 		return exitUsage
 	}
+	fs.Visit(func(f *flag.Flag) { o.codeSet = o.codeSet || f.Name == "c" })
 	code, err := o.source(e, pos)
 	if err != nil {
 		return e.errorf("%v (see eryx-submit help)", err)
@@ -274,9 +308,9 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 // source returns the code from -c, FILE or stdin.
 func (o *runOptions) source(e env, pos []string) (string, error) {
 	switch {
-	case o.code != "" && len(pos) > 0:
+	case o.codeSet && len(pos) > 0:
 		return "", errors.New("give either -c CODE or a FILE, not both")
-	case o.code != "":
+	case o.codeSet:
 		return o.code, nil
 	case len(pos) != 1:
 		return "", errors.New("nothing to run: give a FILE, -c CODE, or - for stdin")

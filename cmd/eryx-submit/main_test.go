@@ -148,6 +148,9 @@ func TestExitCodes(t *testing.T) {
 		{name: "network not JSON", args: []string{"--network", "{", "-c", "1"}, code: 2, stderrHas: "not valid JSON"},
 		{name: "json", args: []string{"--json", "-c", "print(2)\nresult = [1]"}, code: 0, stdoutHas: `"status": "ok"`},
 		{name: "no code", args: []string{}, code: 2, stderrHas: "nothing to run"},
+		{name: "empty code", args: []string{"-c", ""}, code: 0},
+		{name: "empty code, json", args: []string{"--json", "-c", ""}, code: 0, stdoutHas: `"status": "ok"`},
+		{name: "empty code and file", args: []string{"-c", "", file}, code: 2, stderrHas: "not both"},
 		{name: "code and file", args: []string{"-c", "1", file}, code: 2, stderrHas: "not both"},
 		{name: "missing file", args: []string{"/nonexistent.py"}, code: 2},
 		{name: "bad flag", args: []string{"--bogus"}, code: 2},
@@ -291,6 +294,10 @@ func TestSessionCommands(t *testing.T) {
 	if got := submit(t, url, "", "session", "list"); !strings.Contains(got.stdout, "nb") || !strings.Contains(got.stdout, "copy") {
 		t.Fatalf("list: %+v", got)
 	}
+	// The common flags may come before the subcommand too.
+	if got := submit(t, url, "", "--nats", url, "session", "list"); got.code != 0 || !strings.Contains(got.stdout, "nb") {
+		t.Fatalf("list with --nats first: %+v", got)
+	}
 	if got := submit(t, url, "", "session", "delete", "copy"); got.code != 0 {
 		t.Fatalf("delete: %+v", got)
 	}
@@ -375,5 +382,27 @@ func TestTenantFlag(t *testing.T) {
 	}
 	if got := submit(t, url, "", "--tenant", "Not.Valid", "-c", "1"); got.code != 2 || !strings.Contains(got.stderr, "invalid tenant") {
 		t.Fatalf("invalid tenant: %+v", got)
+	}
+}
+
+func TestCommonFlagsBeforeTheSubcommand(t *testing.T) {
+	tests := []struct {
+		args, want []string
+	}{
+		{[]string{"--nats", "U", "session", "list"}, []string{"session", "list", "--nats", "U"}},
+		{[]string{"-nats=U", "--prefix", "p", "cancel", "id1"}, []string{"cancel", "id1", "-nats=U", "--prefix", "p"}},
+		{[]string{"--nats", "U", "package", "upload", "n", "--", "-f.zip"}, []string{"package", "upload", "n", "--nats", "U", "--", "-f.zip"}},
+		{[]string{"session", "list", "--nats", "U"}, []string{"session", "list", "--nats", "U"}},
+		// Runs: a file named like a subcommand after "--", or run flags.
+		{[]string{"--nats", "U", "--", "session"}, []string{"--nats", "U", "--", "session"}},
+		{[]string{"--nats", "U", "job.py"}, []string{"--nats", "U", "job.py"}},
+		{[]string{"--json", "session"}, []string{"--json", "session"}},
+		{[]string{"-c", ""}, []string{"-c", ""}},
+		{[]string{}, []string{}},
+	}
+	for _, tt := range tests {
+		if got := commonFirst(tt.args); !slices.Equal(got, tt.want) {
+			t.Errorf("commonFirst(%q) = %q, want %q", tt.args, got, tt.want)
+		}
 	}
 }

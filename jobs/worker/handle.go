@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -314,6 +315,14 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 		return nil
 	}
 	res := resultFromSandbox(sres)
+	if sres.Status == sandbox.StatusCrashed {
+		// The job's result says only that the interpreter crashed; the
+		// cause (a wasm trap, a host panic) is for the operator, and a
+		// crash that is not a C stack overflow of the job's making is a
+		// runtime bug to find.
+		cause, stack := crashCause(err)
+		d.log.Error("guest crashed", "cause", cause, "stack", stack)
+	}
 	if sres.Limit != nil {
 		d.log.Warn("job stopped: limit exceeded", "limit", sres.Limit.Limit, "max", sres.Limit.Max, "want", sres.Limit.Want)
 		if w.cfg.Observer != nil {
@@ -331,6 +340,23 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 	}
 	res.Stats.QueueMS = ms(started.Sub(d.queued))
 	return res
+}
+
+// crashStackBytes bounds the stack trace logged with a crash: wazero's
+// include the whole Go stack, and a log line is not the place for it all.
+const crashStackBytes = 8 << 10
+
+// crashCause splits a crash error into its first line (the trap or panic)
+// and the stack traces wazero appends.
+func crashCause(err error) (cause, stack string) {
+	if err == nil {
+		return "unknown (no error from the sandbox)", ""
+	}
+	cause, stack, _ = strings.Cut(err.Error(), "\n")
+	if len(stack) > crashStackBytes {
+		stack = stack[:crashStackBytes] + "..."
+	}
+	return cause, stack
 }
 
 // runFresh runs code in a sandbox of its own from the pool.

@@ -147,7 +147,7 @@ func (w *Worker) runSession(ctx context.Context, d *delivery, job *jobs.Job, opt
 		// namespace is in no state to keep, warm or in KV.
 		w.sessions.discard(e)
 		out.err = fmt.Sprintf("the job did not complete (%s): the session keeps its previous state", res.Status)
-		return res, out, nil
+		return res, out, err // the cause, for the worker's log
 	}
 	// After a MemoryError the namespace is as consistent as after any
 	// exception, so it is saved; but the sandbox's linear memory grew to

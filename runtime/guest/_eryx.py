@@ -9,6 +9,7 @@ _eryxhost.result(), whatever the user's code does.
 
 import ast
 import asyncio
+import dis
 import keyword
 import asyncio.base_events
 import asyncio.events
@@ -73,6 +74,7 @@ _reseed = random.seed
 _format_exception = traceback.format_exception
 _format_exception_only = traceback.format_exception_only
 _iscoroutine = asyncio.iscoroutine
+_instructions = dis.get_instructions
 
 _state = {"cell": 0, "namespace": None, "callbacks": {}, "trace": False}
 
@@ -288,8 +290,11 @@ def _check(schema, value, where):
     return None
 
 
-async def invoke(name, *args, **kwargs):
-    """Calls the callback `name`; always available, whatever the name."""
+async def invoke(name, /, *args, **kwargs):
+    """Calls the callback `name`; always available, whatever the name.
+
+    `name` is positional-only so that a schema parameter called `name` (or
+    anything else) arrives in kwargs instead of colliding with it."""
     if not isinstance(name, str):
         raise TypeError(f"invoke() needs a callback name, not {type(name).__name__}")
     spec = _state["callbacks"].get(name)
@@ -608,10 +613,33 @@ def _exit_code(exc):
     return 1
 
 
-def _attach_result(doc, namespace):
-    if "result" not in namespace:
+_NOTHING = object()
+
+
+def _stores_result(code, top=True):
+    """Whether code binds the global `result`: at the top level by name, in
+    a nested function through `global result`. (A class body's STORE_NAME
+    binds the class's own name and is ignored.)"""
+    ops = ("STORE_NAME", "STORE_GLOBAL", "DELETE_NAME", "DELETE_GLOBAL") if top else ("STORE_GLOBAL", "DELETE_GLOBAL")
+    if "result" in code.co_names:
+        for ins in _instructions(code):
+            if ins.opname in ops and ins.argval == "result":
+                return True
+    return any(_stores_result(c, False) for c in code.co_consts if isinstance(c, types.CodeType))
+
+
+def _attach_result(doc, namespace, before, compiled):
+    """Reports `result` if this execution set it. In a session the variable
+    persists like any other, but it is the output of the job that assigned
+    it: a later job that leaves it alone reports no result. Assigned means
+    rebound to another object, or rebound at all by the job's own code (so
+    that `result = 42` twice in a row reports 42 both times, although
+    small ints are one object)."""
+    value = namespace.get("result", _NOTHING)
+    if value is _NOTHING:
         return
-    value = namespace["result"]
+    if value is before and not (compiled is not None and _stores_result(compiled)):
+        return
     try:
         doc["result"] = _loads(_dumps(value, allow_nan=False, separators=(",", ":")))
     except (TypeError, ValueError, RecursionError) as e:
@@ -644,6 +672,7 @@ def _execute(src, options, flags):
     # Lets tracebacks show the user's source lines.
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     namespace = _namespace(flags)
+    before = namespace.get("result", _NOTHING)
     _install_callbacks(namespace, options.get("callbacks") or [])
     _mount_packages(options)
     # The host gateway serves this execution's network access, if any; the
@@ -673,7 +702,7 @@ def _execute(src, options, flags):
     except BaseException as e:  # noqa: BLE001 - every outcome must be reported
         doc = {"status": "error", "error": _error_doc(e)}
     _flush()
-    _attach_result(doc, namespace)
+    _attach_result(doc, namespace, before, compiled)
     return doc
 
 

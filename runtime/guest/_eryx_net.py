@@ -46,22 +46,73 @@ _dumps = json.dumps
 _b64encode = base64.b64encode
 _b64decode = base64.b64decode
 
-AF_INET, AF_INET6 = _sock.AF_INET, _sock.AF_INET6
-SOCK_STREAM = _sock.SOCK_STREAM
-_TYPE_FLAGS = getattr(_sock, "SOCK_NONBLOCK", 0) | getattr(_sock, "SOCK_CLOEXEC", 0)
-_MSG_PEEK = getattr(_sock, "MSG_PEEK", 2)
+# The socket module's constants as Linux has them. WASI's _socket numbers
+# them its own way (AF_INET 1, SOCK_STREAM 6), and real code passes numbers
+# (socket.socket(2, 1)), compares them with numbers, or reads them from
+# configuration. _patch() puts these into socket, rebuilds
+# socket's enums from them as socket.py does, and removes WASI-only names.
+# Generated from CPython 3.11 on Linux, for the names WASI's _socket has
+# plus the common socket options it lacks (no AF_UNIX: there are no Unix
+# sockets here, and code checks hasattr(socket, "AF_UNIX") to find out).
+_LINUX = {
+    "AF_INET": 2, "AF_INET6": 10, "AF_UNSPEC": 0, "AI_ADDRCONFIG": 32, "AI_ALL": 16,
+    "AI_CANONNAME": 2, "AI_NUMERICHOST": 4, "AI_NUMERICSERV": 1024, "AI_PASSIVE": 1, "AI_V4MAPPED": 8,
+    "EAI_ADDRFAMILY": -9, "EAI_AGAIN": -3, "EAI_BADFLAGS": -1, "EAI_FAIL": -4, "EAI_FAMILY": -6,
+    "EAI_MEMORY": -10, "EAI_NODATA": -5, "EAI_NONAME": -2, "EAI_SERVICE": -8, "EAI_SOCKTYPE": -7,
+    "EAI_SYSTEM": -11, "INADDR_ALLHOSTS_GROUP": 3758096385, "INADDR_ANY": 0, "INADDR_BROADCAST": 4294967295,
+    "INADDR_LOOPBACK": 2130706433, "INADDR_MAX_LOCAL_GROUP": 3758096639, "INADDR_NONE": 4294967295,
+    "INADDR_UNSPEC_GROUP": 3758096384, "IPPORT_RESERVED": 1024, "IPPORT_USERRESERVED": 5000,
+    "IPPROTO_ICMP": 1, "IPPROTO_ICMPV6": 58, "IPPROTO_IP": 0, "IPPROTO_IPV6": 41, "IPPROTO_RAW": 255,
+    "IPPROTO_TCP": 6, "IPPROTO_UDP": 17, "IPV6_CHECKSUM": 7, "IPV6_DONTFRAG": 62, "IPV6_DSTOPTS": 59,
+    "IPV6_HOPLIMIT": 52, "IPV6_HOPOPTS": 54, "IPV6_JOIN_GROUP": 20, "IPV6_LEAVE_GROUP": 21,
+    "IPV6_MULTICAST_HOPS": 18, "IPV6_MULTICAST_IF": 17, "IPV6_MULTICAST_LOOP": 19, "IPV6_NEXTHOP": 9,
+    "IPV6_PATHMTU": 61, "IPV6_PKTINFO": 50, "IPV6_RECVDSTOPTS": 58, "IPV6_RECVHOPLIMIT": 51,
+    "IPV6_RECVHOPOPTS": 53, "IPV6_RECVPATHMTU": 60, "IPV6_RECVPKTINFO": 49, "IPV6_RECVRTHDR": 56,
+    "IPV6_RECVTCLASS": 66, "IPV6_RTHDR": 57, "IPV6_RTHDRDSTOPTS": 55, "IPV6_RTHDR_TYPE_0": 0,
+    "IPV6_TCLASS": 67, "IPV6_UNICAST_HOPS": 16, "IPV6_V6ONLY": 26, "IP_ADD_MEMBERSHIP": 35,
+    "IP_BIND_ADDRESS_NO_PORT": 24, "IP_DEFAULT_MULTICAST_LOOP": 1, "IP_DEFAULT_MULTICAST_TTL": 1,
+    "IP_DROP_MEMBERSHIP": 36, "IP_HDRINCL": 3, "IP_MAX_MEMBERSHIPS": 20, "IP_MULTICAST_IF": 32,
+    "IP_MULTICAST_LOOP": 34, "IP_MULTICAST_TTL": 33, "IP_OPTIONS": 4, "IP_RECVOPTS": 6, "IP_RECVRETOPTS": 7,
+    "IP_RECVTOS": 13, "IP_RETOPTS": 7, "IP_TOS": 1, "IP_TRANSPARENT": 19, "IP_TTL": 2,
+    "MSG_CMSG_CLOEXEC": 1073741824, "MSG_CONFIRM": 2048, "MSG_CTRUNC": 8, "MSG_DONTROUTE": 4,
+    "MSG_DONTWAIT": 64, "MSG_EOR": 128, "MSG_ERRQUEUE": 8192, "MSG_MORE": 32768, "MSG_NOSIGNAL": 16384,
+    "MSG_OOB": 1, "MSG_PEEK": 2, "MSG_TRUNC": 32, "MSG_WAITALL": 256, "NI_DGRAM": 16, "NI_MAXHOST": 1025,
+    "NI_MAXSERV": 32, "NI_NAMEREQD": 8, "NI_NOFQDN": 4, "NI_NUMERICHOST": 1, "NI_NUMERICSERV": 2,
+    "SHUT_RD": 0, "SHUT_RDWR": 2, "SHUT_WR": 1, "SOCK_CLOEXEC": 524288, "SOCK_DGRAM": 2,
+    "SOCK_NONBLOCK": 2048, "SOCK_RAW": 3, "SOCK_RDM": 4, "SOCK_SEQPACKET": 5, "SOCK_STREAM": 1, "SOL_IP": 0,
+    "SOL_SOCKET": 1, "SOL_TCP": 6, "SOL_UDP": 17, "SOMAXCONN": 4096, "SO_ACCEPTCONN": 30, "SO_BROADCAST": 6,
+    "SO_DEBUG": 1, "SO_DOMAIN": 39, "SO_DONTROUTE": 5, "SO_ERROR": 4, "SO_KEEPALIVE": 9, "SO_LINGER": 13,
+    "SO_OOBINLINE": 10, "SO_PRIORITY": 12, "SO_PROTOCOL": 38, "SO_RCVBUF": 8, "SO_RCVLOWAT": 18,
+    "SO_RCVTIMEO": 20, "SO_REUSEADDR": 2, "SO_REUSEPORT": 15, "SO_SNDBUF": 7, "SO_SNDLOWAT": 19,
+    "SO_SNDTIMEO": 21, "SO_TYPE": 3, "TCP_CONGESTION": 13, "TCP_CORK": 3, "TCP_DEFER_ACCEPT": 9,
+    "TCP_FASTOPEN": 23, "TCP_INFO": 11, "TCP_KEEPCNT": 6, "TCP_KEEPIDLE": 4, "TCP_KEEPINTVL": 5,
+    "TCP_LINGER2": 8, "TCP_MAXSEG": 2, "TCP_NODELAY": 1, "TCP_NOTSENT_LOWAT": 25, "TCP_QUICKACK": 12,
+    "TCP_SYNCNT": 7, "TCP_USER_TIMEOUT": 18, "TCP_WINDOW_CLAMP": 10,
+}
+
+# The prefixes of the constants above: WASI names with one of them that
+# Linux lacks (AI_DEFAULT, EAI_MAX, ...) are removed.
+_PREFIXES = ("AF_", "AI_", "EAI_", "INADDR_", "IPPORT_", "IPPROTO_", "IPV6_", "IP_", "MSG_", "NI_", "SHUT_",
+             "SOCK_", "SOL_", "SOMAXCONN", "SO_", "TCP_")
+
+# socket.py's enums, rebuilt from the constants of these prefixes.
+_ENUMS = (("AddressFamily", "AF_", False), ("SocketKind", "SOCK_", False),
+          ("MsgFlag", "MSG_", True), ("AddressInfo", "AI_", True))
+
+AF_INET, AF_INET6 = _LINUX["AF_INET"], _LINUX["AF_INET6"]
+SOCK_STREAM = _LINUX["SOCK_STREAM"]
+_TYPE_FLAGS = _LINUX["SOCK_NONBLOCK"] | _LINUX["SOCK_CLOEXEC"]
+_MSG_PEEK = _LINUX["MSG_PEEK"]
+
+# _socket's C functions still speak WASI's numbers. Captured now, before
+# _patch() replaces the module's constants.
+_C_FAMILY = {AF_INET: _sock.AF_INET, AF_INET6: _sock.AF_INET6}
+_c_inet_pton, _c_inet_ntop = _sock.inet_pton, _sock.inet_ntop
 _GLOBAL_DEFAULT_TIMEOUT = _sock._GLOBAL_DEFAULT_TIMEOUT
 
 # Receives ask the host for at least this much and keep the rest here:
 # http.client reads 8 KiB at a time, and each host call costs a round trip.
 _READ_AHEAD = 64 << 10
-
-# Socket options the sandbox's _socket lacks, with their Linux values, so
-# that libraries setting them (as no-ops here) import and run.
-_MISSING_CONSTANTS = {
-    "SO_REUSEADDR": 2, "SO_ERROR": 4, "SO_SNDBUF": 7, "SO_RCVBUF": 8, "SO_KEEPALIVE": 9,
-    "SO_LINGER": 13, "SO_RCVTIMEO": 20, "SO_SNDTIMEO": 21,
-}
 
 _state = {
     "installed": False,  # the socket module is patched
@@ -196,11 +247,51 @@ def _split_address(address, family):
     return host, port
 
 
+def _c_family(family):
+    try:
+        return _C_FAMILY[family]
+    except (KeyError, TypeError):
+        if not isinstance(family, int):
+            raise TypeError(f"'{type(family).__name__}' object cannot be interpreted as an integer") from None
+        raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol") from None
+
+
+# The WASI _socket is built without IPv6 ("can't use AF_INET6"), so IPv6
+# addresses are converted in Python.
+
+
+def inet_pton(family, ip_string):
+    if family == AF_INET6 and not isinstance(family, bool):
+        import ipaddress
+
+        if not isinstance(ip_string, str):
+            raise TypeError(f"inet_pton() argument 2 must be str, not {type(ip_string).__name__}")
+        try:
+            return ipaddress.IPv6Address(ip_string).packed
+        except ValueError:
+            raise OSError("illegal IP address string passed to inet_pton") from None
+    return _c_inet_pton(_c_family(family), ip_string)
+
+
+def inet_ntop(family, packed_ip):
+    if family == AF_INET6 and not isinstance(family, bool):
+        import ipaddress
+
+        packed = bytes(packed_ip)
+        if len(packed) != 16:
+            raise ValueError("invalid length of packed IP address string")
+        addr = ipaddress.IPv6Address(packed)
+        if addr.ipv4_mapped is not None:
+            return f"::ffff:{addr.ipv4_mapped}"  # as glibc writes it
+        return str(addr)
+    return _c_inet_ntop(_c_family(family), packed_ip)
+
+
 def _literal_family(host):
     """AF_INET or AF_INET6 for an address literal, else None."""
     for fam in (AF_INET, AF_INET6):
         try:
-            _sock.inet_pton(fam, host)
+            inet_pton(fam, host)
             return fam
         except (OSError, ValueError):
             pass
@@ -214,13 +305,16 @@ def _sockaddr(addr, port):
 # ---- the socket class ----------------------------------------------------------------
 
 
-class GatedSocket:
-    """A TCP client socket whose connection lives on the host.
+class socket:
+    """A TCP client socket whose connection lives on the host; it is
+    socket.socket in the sandbox (named so, as CPython's class is).
 
     It behaves like socket.socket for clients: connect, send, sendall,
     recv, recv_into, makefile, timeouts, shutdown, close and the context
     manager protocol. Listening, UDP and file descriptors are unavailable.
     """
+
+    __module__ = "socket"  # as CPython's: <socket.socket ...>, socket.socket in tracebacks
 
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
         if fileno is not None:
@@ -234,7 +328,7 @@ class GatedSocket:
         self._family = family
         self._any_family = False  # create_connection: the host picks IPv4 or IPv6
         self._proto = proto
-        self._timeout = 0.0 if type & getattr(_sock, "SOCK_NONBLOCK", 0) else _sock.getdefaulttimeout()
+        self._timeout = 0.0 if type & _LINUX["SOCK_NONBLOCK"] else _sock.getdefaulttimeout()
         self._generation = _state["generation"]
         self._id = None  # the host's connection id, once connected
         self._host = None  # what the code connected to, for messages
@@ -265,8 +359,14 @@ class GatedSocket:
         return -1  # there is no descriptor in the sandbox
 
     def __repr__(self):
-        state = "closed" if self._released else f"peer={self._peer}" if self._peer else "unconnected"
-        return f"<{type(self).__module__}.{type(self).__qualname__} [eryx] family={self.family.name}, {state}>"
+        # As CPython's: "<socket.socket [closed] fd=-1, family=2, type=1,
+        # proto=6, raddr=(...)>", without laddr (there is no local address).
+        closed = " [closed]" if self._released else ""
+        r = f"<{type(self).__module__}.{type(self).__qualname__}{closed} fd=-1, family={self._family}, " \
+            f"type={SOCK_STREAM}, proto={self._proto}"
+        if self._peer and not self._released:
+            r += f", raddr={self._peer!r}"
+        return r + ">"
 
     def __getstate__(self):
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
@@ -532,7 +632,7 @@ class GatedSocket:
     def _adopt(self, other):
         """Takes over other's connection (SSLContext.wrap_socket); other is
         left detached, so closing it does nothing, as in the stdlib."""
-        if not isinstance(other, GatedSocket):
+        if not isinstance(other, socket):
             raise TypeError("eryx: only sockets of the sandbox's network gateway can be wrapped")
         other._check_usable()
         self.__dict__.update(other.__dict__)
@@ -549,7 +649,7 @@ def create_connection(address, timeout=_GLOBAL_DEFAULT_TIMEOUT, source_address=N
     host, port = address
     if source_address and tuple(source_address)[:2] not in (("", 0), ("0.0.0.0", 0), ("::", 0)):
         raise OSError(errno.EADDRNOTAVAIL, "eryx: connections cannot choose a source address in the sandbox")
-    sock = GatedSocket(AF_INET, SOCK_STREAM)
+    sock = socket(AF_INET, SOCK_STREAM)
     sock._any_family = True
     if timeout is not _GLOBAL_DEFAULT_TIMEOUT:
         sock.settimeout(timeout)
@@ -623,9 +723,9 @@ def getfqdn(name=""):
 
 
 _PATCHED = {
-    "socket": GatedSocket, "create_connection": create_connection, "getaddrinfo": getaddrinfo,
+    "socket": socket, "create_connection": create_connection, "getaddrinfo": getaddrinfo,
     "gethostbyname": gethostbyname, "gethostbyname_ex": gethostbyname_ex, "gethostbyaddr": gethostbyaddr,
-    "gethostname": gethostname, "getfqdn": getfqdn,
+    "gethostname": gethostname, "getfqdn": getfqdn, "inet_pton": inet_pton, "inet_ntop": inet_ntop,
 }
 
 
@@ -635,10 +735,25 @@ def _patch():
     for name, value in _PATCHED.items():
         _originals[name] = getattr(_sock, name, None)
         setattr(_sock, name, value)
-    for name, value in _MISSING_CONSTANTS.items():
-        if not hasattr(_sock, name):
-            setattr(_sock, name, value)
+    _linux_constants()
     _state["installed"] = True
+
+
+def _linux_constants():
+    import enum
+
+    # Only socket: _socket is the C layer, whose functions take WASI's
+    # numbers (wrappers such as inet_pton translate).
+    for name in [n for n in vars(_sock) if n.startswith(_PREFIXES) and n.isupper() and n not in _LINUX]:
+        if isinstance(getattr(_sock, name), int):
+            delattr(_sock, name)
+    for name, value in _LINUX.items():
+        setattr(_sock, name, value)
+    # As socket.py does: the module's constants become the enums' members,
+    # so that repr(socket.AF_INET) is <AddressFamily.AF_INET: 2>.
+    for enum_name, prefix, flag in _ENUMS:
+        base = enum.IntFlag if flag else enum.IntEnum
+        base._convert_(enum_name, "socket", lambda n, p=prefix: n.isupper() and n.startswith(p))
 
 
 def install(options):

@@ -461,7 +461,7 @@ _create_stdlib_context = _create_unverified_context
 # ---- sockets -----------------------------------------------------------------------
 
 
-class SSLSocket(_eryx_net.GatedSocket):
+class SSLSocket(_eryx_net.socket):
     """A TLS client socket: the host encrypts, this object sees plaintext."""
 
     def __init__(self, *args, **kwargs):

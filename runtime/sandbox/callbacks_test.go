@@ -283,3 +283,42 @@ func TestNoTracerWhenTracingIsOff(t *testing.T) {
 		t.Fatalf("a tracer is installed with tracing off: %s", res.Value)
 	}
 }
+
+// Schema parameters may have any name, including the ones the runtime's own
+// wrappers use (invoke's `name`, the wrappers' `args` and `kwargs`): the
+// guest must pass them through as arguments instead of raising "got
+// multiple values for argument".
+func TestCallbackParameterNamesDoNotCollide(t *testing.T) {
+	t.Parallel()
+	cbs := sandbox.NewCallbacks(sandbox.Callback{
+		CallbackSpec: sandbox.CallbackSpec{Name: "echo", Description: "Returns its arguments.",
+			Schema: json.RawMessage(`{"type":"object","properties":{"name":{"type":"string"},"args":{"type":"string"},"kwargs":{"type":"string"},"spec":{"type":"string"}}}`)},
+		Func: func(_ context.Context, args json.RawMessage) (json.RawMessage, error) { return args, nil },
+	})
+	tests := []struct {
+		name, code, value string
+	}{
+		{"wrapper keyword name", "result = await echo(name='x')", `{"name":"x"}`},
+		{"invoke keyword name", "result = await invoke('echo', name='x')", `{"name":"x"}`},
+		{"wrapper positional name", "result = await echo('x')", `{"name":"x"}`},
+		{"invoke positional name", "result = await invoke('echo', 'x', 'y')", `{"args":"y","name":"x"}`},
+		{"all runtime names", "result = await echo(name='n', args='a', kwargs='k', spec='s')", `{"args":"a","kwargs":"k","name":"n","spec":"s"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res := run(t, tt.code, sandbox.ExecOptions{Callbacks: cbs})
+			if res.Status != sandbox.StatusOK {
+				t.Fatalf("status %s, error %+v", res.Status, res.Error)
+			}
+			var got, want any
+			if err := json.Unmarshal(res.Value, &got); err != nil {
+				t.Fatalf("value %s: %v", res.Value, err)
+			}
+			_ = json.Unmarshal([]byte(tt.value), &want)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("value %s, want %s", res.Value, tt.value)
+			}
+		})
+	}
+}

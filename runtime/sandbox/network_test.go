@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -760,5 +761,90 @@ result = {"https": [r.status, body.decode()], "http": [r2.status, body2.decode()
 	}
 	if got := fmt.Sprint(out["http"]); got != fmt.Sprintf("[200 hello from api.test:%d]", s.httpPort) {
 		t.Errorf("http via httplib2: %s", got)
+	}
+}
+
+// The socket module shows Python the constants of Linux, not WASI's
+// (AF_INET 1, SOCK_STREAM 6): code passing numbers, as in
+// socket.socket(2, 1), connects through the gateway, and the class looks
+// like CPython's socket.socket. Every name is compared with native CPython.
+func TestNetworkLinuxConstants(t *testing.T) {
+	t.Parallel()
+	s := startServers(t)
+	gw := newGateway(t, s.devPolicy(), nil)
+	const names = `NAMES = ["AF_INET", "AF_INET6", "AF_UNSPEC", "SOCK_STREAM", "SOCK_DGRAM", "SOCK_RAW", "SOCK_NONBLOCK",
+    "SOCK_CLOEXEC", "IPPROTO_TCP", "IPPROTO_UDP", "IPPROTO_IP", "IPPROTO_IPV6", "SOL_SOCKET", "SO_REUSEADDR",
+    "SO_KEEPALIVE", "SO_TYPE", "SO_ERROR", "SO_RCVBUF", "SO_SNDBUF", "TCP_NODELAY", "TCP_KEEPIDLE", "MSG_PEEK",
+    "MSG_DONTWAIT", "MSG_WAITALL", "SHUT_RD", "SHUT_WR", "SHUT_RDWR", "AI_PASSIVE", "AI_CANONNAME",
+    "AI_NUMERICHOST", "AI_ADDRCONFIG", "EAI_NONAME", "EAI_AGAIN", "NI_NUMERICHOST", "IPV6_V6ONLY", "IP_TTL",
+    "SOMAXCONN", "INADDR_ANY", "INADDR_LOOPBACK"]
+import socket
+consts = {n: [int(getattr(socket, n)), repr(getattr(socket, n))] for n in NAMES}
+`
+	python, err := exec.LookPath("/usr/bin/python3.11")
+	if err != nil {
+		t.Fatalf("the native CPython the build uses is needed to compare with: %v", err)
+	}
+	native, err := exec.Command(python, "-c", names+"import json\nprint(json.dumps(consts))").Output()
+	if err != nil {
+		t.Fatalf("native python: %v", err)
+	}
+	code := s.ports(names + `
+import errno, _socket
+result = {"consts": consts}
+with socket.socket(2, 1) as sock:
+    sock.settimeout(5)
+    result["repr_unconnected"] = repr(sock)
+    sock.connect(("api.test", {HTTP}))
+    result["family"] = [int(sock.family), repr(sock.family), int(sock.type), repr(sock.type)]
+    result["so_type"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+    sock.sendall(b"GET /hello HTTP/1.0\r\nHost: numbers\r\n\r\n")
+    result["reply"] = sock.makefile("rb").read().decode().split("\r\n")[-1]
+    result["repr_connected"] = repr(sock)
+result["repr_closed"] = repr(sock)
+result["class"] = [socket.socket.__module__, socket.socket.__qualname__, type(sock).__name__]
+ai = socket.getaddrinfo("api.test", {HTTP}, socket.AF_INET, socket.SOCK_STREAM)[0]
+result["getaddrinfo"] = [int(ai[0]), int(ai[1]), ai[2]]
+with socket.socket(ai[0], ai[1], ai[2]) as s2:
+    s2.connect(ai[4])
+    result["connect_getaddrinfo"] = "ok"
+result["inet_pton"] = [socket.inet_pton(socket.AF_INET, "127.0.0.1").hex(), socket.inet_ntop(10, socket.inet_pton(10, "::1"))]
+result["no_wasi_names"] = [n for n in ("AI_DEFAULT", "AI_MASK", "EAI_MAX", "AF_UNIX") if hasattr(socket, n)]
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+except OSError as e:
+    result["udp"] = errno.errorcode[e.errno]
+`)
+	out := runNet(t, gw, netgate.Request{}, code)
+	var want map[string]any
+	if err := json.Unmarshal(native, &want); err != nil {
+		t.Fatalf("native output %s: %v", native, err)
+	}
+	if got := out["consts"].(map[string]any); fmt.Sprint(got) != fmt.Sprint(want) {
+		for k, v := range want {
+			if fmt.Sprint(got[k]) != fmt.Sprint(v) {
+				t.Errorf("socket.%s = %v, Linux has %v", k, got[k], v)
+			}
+		}
+	}
+	peer := fmt.Sprintf("('127.0.0.1', %d)", s.httpPort)
+	checks := map[string]string{
+		"repr_unconnected":    "<socket.socket fd=-1, family=2, type=1, proto=0>",
+		"repr_connected":      "<socket.socket fd=-1, family=2, type=1, proto=0, raddr=" + peer + ">",
+		"repr_closed":         "<socket.socket [closed] fd=-1, family=2, type=1, proto=0>",
+		"family":              "[2 <AddressFamily.AF_INET: 2> 1 <SocketKind.SOCK_STREAM: 1>]",
+		"so_type":             "1",
+		"reply":               "hello from numbers",
+		"class":               "[socket socket socket]",
+		"getaddrinfo":         "[2 1 6]",
+		"connect_getaddrinfo": "ok",
+		"inet_pton":           "[7f000001 ::1]",
+		"no_wasi_names":       "[]",
+		"udp":                 "EAFNOSUPPORT",
+	}
+	for k, v := range checks {
+		if got := fmt.Sprint(out[k]); got != v {
+			t.Errorf("%s = %s, want %s", k, got, v)
+		}
 	}
 }

@@ -137,3 +137,54 @@ func TestRestoreRejectsGarbage(t *testing.T) {
 	// The sandbox is still usable.
 	session(t, sb, "print('ok')")
 }
+
+// In a session `result` persists like any variable, but it is the output of
+// the job that set it: a later job that does not set it reports no result,
+// also when the job that set it raised, and also after a snapshot moved the
+// session to another sandbox.
+func TestSessionResultBelongsToItsJob(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	steps := []struct {
+		code   string
+		status sandbox.Status
+		value  string // "" = no result reported
+	}{
+		{code: "result = 42", status: sandbox.StatusOK, value: "42"},
+		{code: "print(1)", status: sandbox.StatusOK},
+		{code: "print(result)", status: sandbox.StatusOK},            // still readable, not reported
+		{code: "result = 42", status: sandbox.StatusOK, value: "42"}, // same (cached) int again
+		{code: "result = result + 1", status: sandbox.StatusOK, value: "43"},
+		{code: "result = 'boom'\nraise ValueError('x')", status: sandbox.StatusError, value: `"boom"`},
+		{code: "x = 1", status: sandbox.StatusOK},
+		{code: "raise KeyError('k')", status: sandbox.StatusError},
+		{code: "def f():\n    global result\n    result = [1]\nf()", status: sandbox.StatusOK, value: "[1]"},
+		{code: "globals()['result'] = {'a': 1}", status: sandbox.StatusOK, value: `{"a":1}`},
+		{code: "class C:\n    result = 5\n", status: sandbox.StatusOK},
+		{code: "del result", status: sandbox.StatusOK},
+		{code: "print(2)", status: sandbox.StatusOK},
+		{code: "result = 7", status: sandbox.StatusOK, value: "7"},
+	}
+	sb := newSandbox(t, engine)
+	for i, st := range steps {
+		res, err := sb.Execute(ctx, st.code, sandbox.ExecOptions{Session: true})
+		if err != nil {
+			t.Fatalf("step %d %q: %v", i, st.code, err)
+		}
+		if res.Status != st.status || string(res.Value) != st.value {
+			t.Fatalf("step %d %q: status %s result %q (%+v), want %s %q", i, st.code, res.Status, res.Value, res.Error, st.status, st.value)
+		}
+	}
+	// Restored elsewhere, the variable is there but belongs to no job yet.
+	snap, err := sb.SnapshotState(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newSandbox(t, engine)
+	if _, err := other.RestoreState(ctx, snap.Data); err != nil {
+		t.Fatal(err)
+	}
+	if res := session(t, other, "print(result)"); len(res.Value) != 0 || res.Stdout != "7\n" {
+		t.Fatalf("after restore: result %q stdout %q, want none and 7", res.Value, res.Stdout)
+	}
+}

@@ -7,6 +7,7 @@ package memfs
 import (
 	"io"
 	"io/fs"
+	"math"
 	"path"
 	"sort"
 	"strings"
@@ -307,8 +308,8 @@ func (fl *file) Pread(p []byte, off int64) (int, experimentalsys.Errno) {
 	if !fl.readable {
 		return 0, experimentalsys.EBADF
 	}
-	if off < 0 {
-		return 0, experimentalsys.EINVAL
+	if errno := checkRange(off, len(p)); errno != 0 {
+		return 0, errno
 	}
 	fl.fs.mu.Lock()
 	defer fl.fs.mu.Unlock()
@@ -333,32 +334,54 @@ func (fl *file) Pwrite(p []byte, off int64) (int, experimentalsys.Errno) {
 	if !fl.writable {
 		return 0, experimentalsys.EBADF
 	}
-	if off < 0 {
-		return 0, experimentalsys.EINVAL
+	if errno := checkRange(off, len(p)); errno != 0 {
+		return 0, errno
 	}
 	fl.fs.mu.Lock()
 	defer fl.fs.mu.Unlock()
-	return len(p), fl.fs.resize(fl.n, off, p)
+	if errno := fl.fs.grow(fl.n, off+int64(len(p))); errno != 0 {
+		return 0, errno
+	}
+	copy(fl.n.data[off:], p)
+	return len(p), 0
 }
 
-// resize writes p at off, growing the file; the caller holds f.mu. There
-// is no ENOSPC in wazero's errno set, so a full quota is EIO.
-func (f *FS) resize(n *node, off int64, p []byte) experimentalsys.Errno {
-	end := off + int64(len(p))
-	if grow := end - int64(len(n.data)); grow > 0 {
-		if f.used+grow > f.quota {
-			return experimentalsys.EIO
-		}
-		f.used += grow
-		if end > int64(cap(n.data)) {
-			data := make([]byte, end, max(end, 2*int64(cap(n.data))))
-			copy(data, n.data)
-			n.data = data
-		} else {
-			n.data = n.data[:end]
-		}
+// checkRange refuses what Linux's read and write refuse before any file
+// system sees them (rw_verify_area): a negative offset, or one whose end
+// does not fit in an off_t. The guest chooses both numbers, and unchecked
+// they overflow the slice arithmetic below (a host panic, the sandbox
+// crashed).
+func checkRange(off int64, n int) experimentalsys.Errno {
+	if off < 0 || int64(n) > math.MaxInt64-off {
+		return experimentalsys.EINVAL
 	}
-	copy(n.data[off:], p)
+	return 0
+}
+
+// grow extends n's data with zeros to end bytes, if shorter; the caller
+// holds f.mu and has checked that end is not negative. The quota is
+// checked before anything is allocated: the guest picks end, and an
+// allocation of its choosing could exhaust the host (Go's out-of-memory is
+// fatal to the whole process, not just this sandbox). There is no ENOSPC
+// or EFBIG in wazero's errno set, so a full quota is EIO.
+func (f *FS) grow(n *node, end int64) experimentalsys.Errno {
+	grow := end - int64(len(n.data))
+	if grow <= 0 {
+		n.mtime = time.Now().UnixNano()
+		return 0
+	}
+	if grow > f.quota-f.used {
+		return experimentalsys.EIO
+	}
+	f.used += grow
+	if end > int64(cap(n.data)) {
+		data := make([]byte, end, max(end, min(2*int64(cap(n.data)), int64(len(n.data))+f.quota)))
+		copy(data, n.data)
+		n.data = data
+	} else {
+		clear(n.data[len(n.data):end])
+		n.data = n.data[:end]
+	}
 	n.mtime = time.Now().UnixNano()
 	return 0
 }
@@ -384,7 +407,9 @@ func (fl *file) Seek(offset int64, whence int) (int64, experimentalsys.Errno) {
 	default:
 		return 0, experimentalsys.EINVAL
 	}
-	if base+offset < 0 {
+	// Linux: EINVAL for a negative result, EOVERFLOW (not in wazero's set)
+	// for one past the largest off_t.
+	if offset > 0 && base > math.MaxInt64-offset || base+offset < 0 {
 		return 0, experimentalsys.EINVAL
 	}
 	fl.pos = base + offset
@@ -431,7 +456,7 @@ func (fl *file) Truncate(size int64) experimentalsys.Errno {
 		fl.n.data = fl.n.data[:size]
 		return 0
 	}
-	return fl.fs.resize(fl.n, cur, make([]byte, size-cur))
+	return fl.fs.grow(fl.n, size)
 }
 
 func (fl *file) Sync() experimentalsys.Errno     { return 0 }

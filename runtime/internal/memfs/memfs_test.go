@@ -1,7 +1,9 @@
 package memfs
 
 import (
+	"bytes"
 	"io"
+	"math"
 	"testing"
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
@@ -82,5 +84,77 @@ func TestReaddir(t *testing.T) {
 	rest, _ := d.Readdir(0)
 	if len(first) != 2 || first[0].Name != "a" || len(rest) != 1 || rest[0].Name != "c" {
 		t.Fatalf("%v %v", first, rest)
+	}
+}
+
+// Offsets and sizes come from the guest: every one must be range-checked
+// before it reaches slice arithmetic or an allocation. Unchecked, a pwrite
+// at 2**63-1 panicked the host (the sandbox crashed) and an ftruncate to
+// 2**40 was a fatal out-of-memory of the whole worker process.
+func TestGuestOffsetsAreRangeChecked(t *testing.T) {
+	const quota = 1 << 16
+	f := New(quota)
+	fl, errno := f.OpenFile("a", experimentalsys.O_RDWR|experimentalsys.O_CREAT, 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	if _, errno := fl.Write([]byte("abc")); errno != 0 {
+		t.Fatal(errno)
+	}
+	buf := make([]byte, 8)
+	tests := []struct {
+		name string
+		op   func() experimentalsys.Errno
+		want experimentalsys.Errno
+	}{
+		{"pwrite end past max off_t", func() experimentalsys.Errno { _, e := fl.Pwrite([]byte("X"), math.MaxInt64); return e }, experimentalsys.EINVAL},
+		{"pwrite end one past max off_t", func() experimentalsys.Errno { _, e := fl.Pwrite([]byte("XY"), math.MaxInt64-1); return e }, experimentalsys.EINVAL},
+		{"pwrite negative", func() experimentalsys.Errno { _, e := fl.Pwrite([]byte("X"), -1); return e }, experimentalsys.EINVAL},
+		{"pwrite at max off_t - 1 (over quota)", func() experimentalsys.Errno { _, e := fl.Pwrite([]byte("X"), math.MaxInt64-1); return e }, experimentalsys.EIO},
+		{"pwrite at 2**40 (over quota)", func() experimentalsys.Errno { _, e := fl.Pwrite([]byte("X"), 1<<40); return e }, experimentalsys.EIO},
+		{"pread end past max off_t", func() experimentalsys.Errno { _, e := fl.Pread(buf, math.MaxInt64); return e }, experimentalsys.EINVAL},
+		{"pread negative", func() experimentalsys.Errno { _, e := fl.Pread(buf, -1); return e }, experimentalsys.EINVAL},
+		{"pread far past the end", func() experimentalsys.Errno { _, e := fl.Pread(buf, 1<<62); return e }, 0},
+		{"truncate to max off_t", func() experimentalsys.Errno { return fl.Truncate(math.MaxInt64) }, experimentalsys.EIO},
+		{"truncate to 2**40", func() experimentalsys.Errno { return fl.Truncate(1 << 40) }, experimentalsys.EIO},
+		{"truncate just over quota", func() experimentalsys.Errno { return fl.Truncate(quota + 1) }, experimentalsys.EIO},
+		{"truncate negative", func() experimentalsys.Errno { return fl.Truncate(-1) }, experimentalsys.EINVAL},
+		{"seek to max off_t", func() experimentalsys.Errno { _, e := fl.Seek(math.MaxInt64, io.SeekStart); return e }, 0},
+		{"write at max off_t", func() experimentalsys.Errno { _, e := fl.Write([]byte("X")); return e }, experimentalsys.EINVAL},
+		{"seek current past max off_t", func() experimentalsys.Errno { _, e := fl.Seek(1, io.SeekCurrent); return e }, experimentalsys.EINVAL},
+		{"seek end past max off_t", func() experimentalsys.Errno { _, e := fl.Seek(math.MaxInt64, io.SeekEnd); return e }, experimentalsys.EINVAL},
+		{"seek negative", func() experimentalsys.Errno { _, e := fl.Seek(-4, io.SeekEnd); return e }, experimentalsys.EINVAL},
+	}
+	for _, tt := range tests {
+		if got := tt.op(); got != tt.want {
+			t.Errorf("%s: errno %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if f.Used() != 3 {
+		t.Fatalf("used %d after refused operations, want 3", f.Used())
+	}
+	// Up to the quota still works.
+	if errno := fl.Truncate(quota); errno != 0 || f.Used() != quota {
+		t.Fatalf("truncate to the quota: %v, used %d", errno, f.Used())
+	}
+}
+
+// Bytes cut off by a truncate read back as zeros when the file grows
+// again, as on Linux, although the memory behind them is reused.
+func TestRegrowReadsZeros(t *testing.T) {
+	f := New(1 << 10)
+	fl, _ := f.OpenFile("a", experimentalsys.O_RDWR|experimentalsys.O_CREAT, 0)
+	if _, errno := fl.Write([]byte("secret")); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := fl.Truncate(1); errno != 0 {
+		t.Fatal(errno)
+	}
+	if _, errno := fl.Pwrite([]byte("!"), 5); errno != 0 {
+		t.Fatal(errno)
+	}
+	buf := make([]byte, 6)
+	if n, _ := fl.Pread(buf, 0); !bytes.Equal(buf[:n], []byte("s\x00\x00\x00\x00!")) {
+		t.Fatalf("read %q after shrink and regrow", buf[:n])
 	}
 }
