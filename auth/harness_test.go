@@ -219,16 +219,17 @@ func (d *deployment) connect(t testing.TB, id identity) *conn {
 	return c
 }
 
-func (d *deployment) dial(name string, cred nats.Option, inbox string) (*conn, error) {
+func (d *deployment) dial(name string, cred nats.Option, inbox string, extra ...nats.Option) (*conn, error) {
 	c := &conn{errs: make(chan error, 64)}
-	nc, err := nats.Connect(d.url, cred, nats.Name(name), nats.CustomInboxPrefix(inbox),
+	opts := append([]nats.Option{cred, nats.Name(name), nats.CustomInboxPrefix(inbox),
 		nats.NoReconnect(), nats.MaxReconnects(0),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			select {
 			case c.errs <- err:
 			default:
 			}
-		}))
+		})}, extra...)
+	nc, err := nats.Connect(d.url, opts...)
 	if err != nil {
 		return nil, err
 	}
