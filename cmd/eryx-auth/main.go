@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -34,6 +36,7 @@ type Config struct {
 	SubjectPrefix  string        `envconfig:"SUBJECT_PREFIX" default:"eryx" desc:"first token(s) of every subject"`
 	UserTTL        time.Duration `envconfig:"AUTH_USER_TTL" default:"0s" desc:"lifetime of an issued user; 0: until the client disconnects"`
 	LogLevel       string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	HealthListen   string        `envconfig:"AUTH_HEALTH_LISTEN" desc:"host:port of /livez and /readyz (ready: connected and answering); empty: none"`
 }
 
 func main() {
@@ -93,6 +96,30 @@ func run() error {
 	}
 	co := &auth.Callout{Store: store, Issuer: issuer, Account: cfg.Account, Prefix: cfg.SubjectPrefix,
 		UserTTL: cfg.UserTTL, Log: log}
+	l, err := co.Listen(ctx, nc)
+	if err != nil {
+		return err
+	}
+	defer l.Stop()
+	if cfg.HealthListen != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !nc.IsConnected() {
+				http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = io.WriteString(w, "ok\n")
+		})
+		srv := &http.Server{Addr: cfg.HealthListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("eryx-auth: health server", "error", err)
+			}
+		}()
+		defer func() { _ = srv.Close() }()
+	}
 	log.Info("eryx-auth: answering authorization requests", "account", cfg.Account)
-	return co.Serve(ctx, nc)
+	<-ctx.Done()
+	return nil
 }
