@@ -41,7 +41,7 @@ RUN --mount=type=cache,target=/root/.cache/eryx \
 # manager; the nonroot variant runs as UID/GID 65532.
 FROM gcr.io/distroless/base-debian12:nonroot
 
-COPY --from=build /src/bin/eryx-worker /src/bin/eryx-submit /usr/local/bin/
+COPY --from=build /src/bin/eryx-worker /src/bin/eryx-submit /src/bin/eryx-auth /src/bin/eryx-admin /usr/local/bin/
 # The worker's data/cache directory: a volume (an emptyDir on Kubernetes,
 # where the root filesystem is mounted read-only), owned by the runtime user.
 COPY --from=build --chown=65532:65532 /out/data /var/lib/eryx

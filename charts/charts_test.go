@@ -30,6 +30,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/eryx-dev/eryx/auth"
 )
 
 const (
@@ -54,6 +56,19 @@ type scenario struct {
 
 var scenarios = []scenario{
 	{name: "defaults", check: checkDefaults},
+	{
+		name: "eryx-auth with the in-chart NATS",
+		values: `
+nats: {enabled: true, auth: {mode: token, token: eryx_0123456789ab_workerkey}}
+worker: {subjectPrefix: acme.eryx}
+auth:
+  enabled: true
+  password: authpw
+  issuerSeed: SAAXXXX
+  issuerPublicKey: ABJHLOVMPA4CI6R5KLNGOB4GSLNIY7IOUPAJC4YFNDLQVIOBYQGUWVLA
+`,
+		check: checkAuth,
+	},
 	{
 		name: "all options",
 		values: `
@@ -349,10 +364,16 @@ type manifests struct {
 }
 
 func (m *manifests) worker() *appsv1.Deployment {
-	if len(m.deployments) != 1 {
-		panic(fmt.Sprintf("%d Deployments rendered, want 1", len(m.deployments)))
+	var workers []*appsv1.Deployment
+	for _, d := range m.deployments {
+		if d.Spec.Template.Labels["app.kubernetes.io/component"] == "worker" {
+			workers = append(workers, d)
+		}
 	}
-	return m.deployments[0]
+	if len(workers) != 1 {
+		panic(fmt.Sprintf("%d worker Deployments rendered, want 1", len(workers)))
+	}
+	return workers[0]
 }
 
 func decode(t *testing.T, rendered map[string]string) *manifests {
@@ -915,5 +936,42 @@ func TestKubeVersion(t *testing.T) {
 				t.Fatalf("err %v, want the version refused", err)
 			}
 		})
+	}
+}
+
+// checkAuth: eryx-auth is deployed, the in-chart NATS delegates to it,
+// and eryx-auth's static permissions are exactly auth's.
+func checkAuth(t *testing.T, m *manifests) {
+	var found bool
+	for _, d := range m.deployments {
+		if strings.HasSuffix(d.Name, "-auth") {
+			found = true
+			env := envOf(d.Spec.Template.Spec.Containers[0])
+			if env["ERYX_AUTH_ISSUER_SEED"].ValueFrom == nil || env["ERYX_AUTH_PASSWORD"].ValueFrom == nil {
+				t.Error("eryx-auth secrets not from a Secret")
+			}
+			if got := env["ERYX_SUBJECT_PREFIX"].Value; got != "acme.eryx" {
+				t.Errorf("ERYX_SUBJECT_PREFIX = %q", got)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no eryx-auth Deployment")
+	}
+	conf := m.configMaps[0].Data["nats.conf"]
+	for _, want := range []string{"auth_callout", `issuer: "ABJHLOVMPA4CI6R5KLNGOB4GSLNIY7IOUPAJC4YFNDLQVIOBYQGUWVLA"`, "password: $AUTH_PASSWORD"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("nats.conf lacks %s:\n%s", want, conf)
+		}
+	}
+	if strings.Contains(conf, "token: $NATS_TOKEN") {
+		t.Error("nats.conf still has token authorization")
+	}
+	perms, err := auth.AuthServicePermissions("acme.eryx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := auth.RenderConfig(perms, "        "); !strings.Contains(conf, want) {
+		t.Errorf("eryx-auth's permissions in nats.conf differ from auth.AuthServicePermissions:\nwant\n%s\nin\n%s", want, conf)
 	}
 }

@@ -251,3 +251,40 @@ renamed variable is a one-line change (docs/configuration.md lists them).
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding eryx-auth's password and issuer seed. */}}
+{{- define "eryx.authSecretName" -}}
+{{- default (printf "%s-auth" (include "eryx.fullname" .)) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/*
+eryx-auth's permissions as a nats-server block: the same text as
+auth.RenderConfig(auth.AuthServicePermissions(prefix), indent), which
+charts_test.go checks.
+*/}}
+{{- define "eryx.authPermissions" -}}
+{{- $p := .Values.worker.subjectPrefix }}
+{{- $b := printf "%s_AUTH" (upper (replace "." "_" $p)) }}
+{{- $st := printf "KV_%s" $b }}
+{{- $pub := list (printf "$KV.%s.>" $b) "$JS.API.INFO" (printf "$JS.API.STREAM.MSG.DELETE.%s" $st) (printf "$JS.API.STREAM.PURGE.%s" $st) }}
+{{- range list "STREAM.CREATE" "STREAM.UPDATE" "STREAM.INFO" "STREAM.MSG.GET" "DIRECT.GET" }}
+{{- $pub = append $pub (printf "$JS.API.%s.%s" . $st) }}
+{{- end }}
+{{- $pub = append $pub (printf "$JS.API.DIRECT.GET.%s.>" $st) }}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.CREATE.%s.*" $st) }}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.CREATE.%s.*.>" $st) }}
+{{- range list "INFO" "MSG.NEXT" "DELETE" }}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.%s.%s.*" . $st) }}
+{{- end }}
+{{- $sub := list "$SYS.REQ.USER.AUTH" (printf "_INBOX.%s.auth.>" $p) }}
+permissions {
+  publish {
+    allow: [{{ range $i, $s := $pub }}{{ if $i }}, {{ end }}"{{ $s }}"{{ end }}]
+    deny: ["$JS.EVENT.>"]
+  }
+  subscribe {
+    allow: [{{ range $i, $s := $sub }}{{ if $i }}, {{ end }}"{{ $s }}"{{ end }}]
+  }
+  allow_responses { max: 1, expires: "2m0s" }
+}
+{{- end }}
