@@ -127,10 +127,11 @@ func TestNodeCallbackService(t *testing.T) {
 	}{
 		{name: "node.greet", args: `{"name":"eryx"}`, want: `"Hello, eryx!"`},
 		{name: "node.sum", args: `{"numbers":[1,2,3.5]}`, want: `6.5`},
-		{name: "node.sum", args: `{"numbers":"nope"}`, errType: "TypeError", errIn: "must be a list"},
+		// Refused by the worker against the schema, before the service sees it.
+		{name: "node.sum", args: `{"numbers":"nope"}`, errType: "TypeError", errIn: "want array"},
 		{name: "node.fail", args: `{"message":"bad\ninput"}`, errType: "ValueError", errIn: "bad\ninput"},
-		{name: "node.crash", errType: "InternalError", errIn: "undefined is not a function"},
-		{name: "node.context", want: `"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","has_deadline":true`},
+		{name: "node.crash", args: `{}`, errType: "InternalError", errIn: "undefined is not a function"},
+		{name: "node.context", args: `{}`, want: `"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","has_deadline":true`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
