@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/eryx-dev/eryx/callbacks/catalogue"
+	"github.com/eryx-dev/eryx/internal/check"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
@@ -38,9 +39,8 @@ func installDeps(t *testing.T) {
 
 func TestNodeCallbackService(t *testing.T) {
 	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed: the Node.js callback example cannot run (install Node.js >= 18)", tool)
-		}
+		_, err := exec.LookPath(tool)
+		check.Needs(t, err, tool+" (Node.js >= 18, for the Node.js callback example)")
 	}
 	installDeps(t)
 

@@ -6,6 +6,7 @@ package check
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 )
@@ -55,3 +56,17 @@ func (e *TimeoutError) Error() string {
 }
 
 func (e *TimeoutError) Unwrap() error { return e.Last }
+
+// Needs stops a test whose outside dependency (a Debian package, Node.js)
+// is missing: a skip on a developer's machine, a failure in CI (CI set in
+// the environment, as .ci/run does), where .ci/install-deps provides it.
+func Needs(tb testing.TB, err error, what string) {
+	tb.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		tb.Fatalf("%s is missing in CI (.ci/install-deps should install it): %v", what, err)
+	}
+	tb.Skipf("%s is not installed here: %v", what, err)
+}

@@ -22,6 +22,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/eryx-dev/eryx/internal/check"
 	"github.com/eryx-dev/eryx/netgate"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
@@ -736,9 +737,7 @@ func TestNetworkSystemHTTPLibrary(t *testing.T) {
 			files[p] = &fstest.MapFile{Data: b}
 			return err
 		})
-		if err != nil {
-			t.Skipf("python3-httplib2 is not installed here: %v", err)
-		}
+		check.Needs(t, err, "python3-httplib2")
 	}
 	pkg, err := sandbox.PackageFromFS("httplib2", files)
 	if err != nil {
