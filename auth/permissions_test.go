@@ -299,6 +299,7 @@ func drainNoViolation(t *testing.T, c *conn) {
 // checks that it failed.
 func refused(t *testing.T, c *conn, what, subjectPrefix string, op func(context.Context) error) {
 	t.Helper()
+	c.refused = append(c.refused, subjectPrefix)
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	done := make(chan error, 1)
@@ -309,6 +310,9 @@ func refused(t *testing.T, c *conn, what, subjectPrefix string, op func(context.
 		select {
 		case err := <-c.errs:
 			seen = errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subjectPrefix)
+			if !seen && !c.expected(err) {
+				t.Fatalf("%s: %v", what, err)
+			}
 		case <-timer.C:
 			t.Fatalf("%s: no permissions violation for %s...", what, subjectPrefix)
 		}
@@ -323,7 +327,7 @@ func refused(t *testing.T, c *conn, what, subjectPrefix string, op func(context.
 	for {
 		select {
 		case err := <-c.errs:
-			if !strings.Contains(err.Error(), `"`+subjectPrefix) {
+			if !c.expected(err) {
 				t.Fatalf("%s: %v", what, err)
 			}
 		default:
