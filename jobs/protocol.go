@@ -1,7 +1,7 @@
-// Package jobs is the wire protocol of the eryx platform and the worker that
-// serves it: the job and result documents, the subjects and streams they
-// travel on, their validation, a client that submits and follows jobs, and
-// the worker's job loop over a JetStream pull consumer.
+// Package jobs is the wire protocol of the eryx platform: the job and
+// result documents, the subjects and streams they travel on, their
+// validation, and a client that submits and follows jobs. The worker's job
+// loop over a JetStream pull consumer is package jobs/worker.
 //
 // docs/protocol.md is the normative description; the types here are its
 // Go form. Every document carries a version field "v" so that a worker can
