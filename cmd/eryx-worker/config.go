@@ -42,6 +42,7 @@ type Config struct {
 	Replicas        int           `envconfig:"REPLICAS" default:"1" desc:"replicas of the streams the worker creates"`
 	SessionCache    int           `envconfig:"SESSION_CACHE" default:"16" desc:"sessions kept warm in memory"`
 	SessionIdle     time.Duration `envconfig:"SESSION_IDLE" default:"10m" desc:"idle time after which a warm session leaves memory"`
+	SessionSweep    time.Duration `envconfig:"SESSION_SWEEP" default:"1h" desc:"how often snapshot blobs no session references are removed; 0: never"`
 	SessionTTL      time.Duration `envconfig:"SESSION_TTL" default:"24h" desc:"lifetime of a session in KV after its last job"`
 	SnapshotLimit   ByteSize      `envconfig:"SNAPSHOT_LIMIT" default:"10MiB" desc:"largest session snapshot"`
 	SessionMemory   ByteSize      `envconfig:"SESSION_MEMORY" default:"256MiB" desc:"linear memory of all warm sessions together; least recently used leave first"`

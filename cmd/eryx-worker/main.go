@@ -246,6 +246,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 		Sessions:      worker.KVSessions(store),
 		SessionCache:  cfg.SessionCache,
 		SessionIdle:   cfg.SessionIdle,
+		SessionSweep:  sweepEvery(cfg.SessionSweep),
 		SnapshotBytes: int(cfg.SnapshotLimit),
 		SessionMemory: uint64(cfg.SessionMemory),
 		CancelRate:    cfg.CancelRate,
@@ -387,4 +388,12 @@ func (t timedCallbacks) Invoke(ctx context.Context, name string, args json.RawMe
 	}
 	t.observe(label, time.Since(start), err)
 	return out, err
+}
+
+// sweepEvery maps the setting's "0: never" to the worker's negative.
+func sweepEvery(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

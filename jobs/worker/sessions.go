@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,38 @@ type SessionStore interface {
 
 // KVSessions adapts a kvstate.Store to SessionStore.
 func KVSessions(store *kvstate.Store) SessionStore { return kvSessions{store} }
+
+// sweeper is a SessionStore that can remove blobs no session references.
+type sweeper interface {
+	Sweep(ctx context.Context) (int, error)
+}
+
+func (k kvSessions) Sweep(ctx context.Context) (int, error) { return k.s.Sweep(ctx) }
+
+// sweepLoop sweeps the store every SessionSweep. Every worker runs it:
+// Sweep only removes what no entry references and what is older than the
+// store's grace period, so concurrent sweeps are harmless, and the random
+// start keeps a fleet from sweeping at once.
+func (w *Worker) sweepLoop(ctx context.Context, sw sweeper) {
+	every := w.cfg.SessionSweep
+	t := time.NewTimer(rand.N(every))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := sw.Sweep(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			w.log.Warn("sweeping session blobs failed", "err", err)
+		case n > 0:
+			w.log.Info("swept orphaned session blobs", "removed", n)
+		}
+		t.Reset(every)
+	}
+}
 
 type kvSessions struct{ s *kvstate.Store }
 

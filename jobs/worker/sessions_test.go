@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eryx-dev/eryx/internal/check"
 	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/jobs/worker"
 	"github.com/eryx-dev/eryx/kvstate"
@@ -154,5 +157,50 @@ func TestSessionSnapshotLimit(t *testing.T) {
 	res = runJob(t, c, &jobs.Job{Session: "big", Code: "print(small, 'blob' in globals())"}, jobs.Handlers{})
 	if res.Stdout != "1 False\n" {
 		t.Fatalf("after the failed save: %q %+v", res.Stdout, res.Error)
+	}
+}
+
+// The worker sweeps orphaned snapshot blobs itself (kvstate.Store.Sweep is
+// no longer something an operator must remember to run), and never a blob
+// a live session references.
+func TestWorkerSweepsOrphanedBlobs(t *testing.T) {
+	url := startServer(t)
+	nc := connect(t, url)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := kvstate.Open(t.Context(), js, kvstate.Config{MACKey: testSnapshotKey, MaxValueSize: 1 << 10, SweepGrace: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A live session whose snapshot, above MaxValueSize, lives in a blob.
+	// Committed before the worker starts: with a grace period of 1 ns a
+	// sweep could otherwise fall between a commit's upload and its entry,
+	// which is what the grace period is for.
+	live := jobs.SessionKey(jobs.DefaultTenant, "big")
+	if _, err := store.Commit(t.Context(), live, make([]byte, 100<<10), 0, kvstate.CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig("sweeper")
+	cfg.Concurrency = 1
+	cfg.Sessions = worker.KVSessions(store)
+	cfg.SessionSweep = 20 * time.Millisecond
+	startWorker(t, nc, cfg)
+	obs, err := js.ObjectStore(t.Context(), kvstate.DefaultBlobBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.PutBytes(t.Context(), "default/gone/orphan", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	check.For(t, check.Bound, 20*time.Millisecond, func() error {
+		if _, err := obs.GetInfo(t.Context(), "default/gone/orphan"); !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return fmt.Errorf("orphan still there: %v", err)
+		}
+		return nil
+	})
+	if _, err := store.Load(t.Context(), live); err != nil {
+		t.Fatalf("the live session's blob was swept: %v", err)
 	}
 }

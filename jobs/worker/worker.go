@@ -45,6 +45,7 @@ const (
 	DefaultMaxDeliver   = 3
 	DefaultDrainTimeout = 30 * time.Second
 	DefaultFetchWait    = 5 * time.Second
+	DefaultSessionSweep = time.Hour
 )
 
 // Config configures a Worker. Zero values take the defaults.
@@ -100,6 +101,12 @@ type Config struct {
 	SessionCache int
 	// SessionIdle is how long a warm session stays in memory unused.
 	SessionIdle time.Duration
+	// SessionSweep is how often the worker removes snapshot blobs that no
+	// session references (kvstate.Store.Sweep), when Sessions can; the
+	// first sweep comes at a random point of the first interval, so a
+	// fleet's workers spread out. Default DefaultSessionSweep; negative:
+	// never.
+	SessionSweep time.Duration
 	// SnapshotBytes caps a session snapshot.
 	SnapshotBytes int
 	// Observer gets metrics; nil for none.
@@ -178,6 +185,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SessionIdle <= 0 {
 		c.SessionIdle = 10 * time.Minute
+	}
+	if c.SessionSweep == 0 {
+		c.SessionSweep = DefaultSessionSweep
 	}
 	if c.SnapshotBytes <= 0 {
 		c.SnapshotBytes = sandbox.DefaultSnapshotBytes
@@ -372,6 +382,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		}()
 	}
 	go w.sessions.janitor(loopCtx)
+	if sw, ok := w.cfg.Sessions.(sweeper); ok && w.cfg.SessionSweep > 0 {
+		go w.sweepLoop(loopCtx, sw)
+	}
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency)
 	<-loopCtx.Done()
 	cause := context.Cause(loopCtx)
