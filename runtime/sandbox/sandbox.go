@@ -236,7 +236,7 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	defer sb.setCapture(nil)
 	st := &execState{sb: sb, interrupt: make(chan struct{}), opts: opts, limitHit: make(chan struct{}),
 		fuelOut: make(chan struct{}),
-		trace: traceBudget{maxEvents: lim.TraceEvents, maxBytes: lim.TraceBytes}}
+		trace:   traceBudget{maxEvents: lim.TraceEvents, maxBytes: lim.TraceBytes}}
 	st.calls = newHostCalls(ctx, opts, lim, st.exceeded)
 	sb.mem.setLimit(lim.MemoryBytes)
 	sb.pkgs.set(opts.Packages)
