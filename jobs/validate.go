@@ -78,6 +78,9 @@ type Policy struct {
 	MemoryBytes uint64
 	// MinMemoryBytes is the least memory the runtime can start with.
 	MinMemoryBytes uint64
+	// Fuel is a job's default fuel and MaxFuel the most it may ask for
+	// (zero: the runtime's default and maximum).
+	Fuel, MaxFuel uint64
 	// Sessions and Trace say whether the worker offers them. Packages are
 	// checked by the worker, against the packages bucket.
 	Sessions, Trace bool
@@ -87,6 +90,7 @@ type Policy struct {
 type Plan struct {
 	Timeout     time.Duration
 	MemoryBytes uint64
+	Fuel        uint64 // zero: the runtime's default
 }
 
 // maxListItems bounds packages and callbacks lists.
@@ -181,6 +185,14 @@ func (p Policy) Validate(job *Job) (Plan, error) {
 			return plan, reject(CodeInvalidLimits, "memory_mb %d is below the %d the interpreter needs", job.MemoryMB, p.MinMemoryBytes>>20)
 		}
 		plan.MemoryBytes = b
+	}
+
+	plan.Fuel = p.Fuel
+	if job.Fuel > 0 {
+		if p.MaxFuel > 0 && job.Fuel > p.MaxFuel {
+			return plan, reject(CodeInvalidLimits, "fuel %d is above the worker's maximum %d", job.Fuel, p.MaxFuel)
+		}
+		plan.Fuel = job.Fuel
 	}
 
 	if job.Session != "" && !p.Sessions {

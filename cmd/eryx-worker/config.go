@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eryx-dev/eryx/jobs"
+	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
 // Config is the worker's configuration, read from ERYX_* variables.
@@ -24,6 +25,8 @@ type Config struct {
 	PoolMinIdle     int           `envconfig:"POOL_MIN_IDLE" default:"2" desc:"sandboxes kept ready ahead of jobs"`
 	ExecTimeout     time.Duration `envconfig:"EXEC_TIMEOUT" default:"30s" desc:"default and maximum run time of a job"`
 	MemoryLimit     ByteSize      `envconfig:"MEMORY_LIMIT" default:"128MiB" desc:"default and maximum memory of a job"`
+	FuelDefault     uint64        `envconfig:"FUEL_DEFAULT" default:"100000000000" desc:"fuel (deterministic compute units) of a job that asks for none"`
+	FuelMax         uint64        `envconfig:"FUEL_MAX" default:"1000000000000" desc:"most fuel a job may ask for"`
 	OutputLimit     ByteSize      `envconfig:"OUTPUT_LIMIT" default:"1MiB" desc:"stdout+stderr kept per job; the rest is dropped"`
 	TraceLimit      ByteSize      `envconfig:"TRACE_LIMIT" default:"4MiB" desc:"trace event bytes published per job; the rest is dropped"`
 	TraceEvents     int           `envconfig:"TRACE_EVENTS" default:"10000" desc:"trace events published per job; the rest are dropped"`
@@ -92,6 +95,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ERYX_TRACE_EVENTS and ERYX_HOST_CALLS must be at least 1")
 	case c.TraceLimit < 1 || c.HostCallBytes < 1:
 		return fmt.Errorf("ERYX_TRACE_LIMIT and ERYX_HOST_CALL_BYTES must be at least 1 byte")
+	case c.FuelDefault < 1 || c.FuelMax < c.FuelDefault || c.FuelMax > sandbox.MaxFuel:
+		return fmt.Errorf("ERYX_FUEL_DEFAULT must be at least 1 and at most ERYX_FUEL_MAX, itself at most %d", uint64(sandbox.MaxFuel))
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("ERYX_LOG_FORMAT must be text or json, not %q", c.LogFormat)
 	}

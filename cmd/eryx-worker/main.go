@@ -227,6 +227,8 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			MaxCodeBytes: int(cfg.MaxCodeBytes),
 			Timeout:      cfg.ExecTimeout,
 			MemoryBytes:  uint64(cfg.MemoryLimit),
+			Fuel:         cfg.FuelDefault,
+			MaxFuel:      cfg.FuelMax,
 		},
 		Network:       gateway,
 		Concurrency:   cfg.PoolSize,

@@ -245,6 +245,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 			HostCallBytes: w.cfg.HostCallBytes,
 			TraceEvents:   w.cfg.TraceEvents,
 			TraceBytes:    w.cfg.TraceBytes,
+			Fuel:          plan.Fuel,
 		},
 		OnOutput:       events.output,
 		Callbacks:      w.callbacksFor(d, job),
@@ -321,6 +322,12 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 			w.cfg.Observer.LimitExceeded(sres.Limit.Limit)
 		}
 	}
+	if sres.Status == sandbox.StatusFuelExhausted {
+		d.log.Warn("job stopped: fuel exhausted", "limit", "fuel", "fuel", plan.Fuel, "consumed", sres.FuelConsumed)
+		if w.cfg.Observer != nil {
+			w.cfg.Observer.LimitExceeded("fuel")
+		}
+	}
 	if sres.TraceTruncated {
 		d.log.Info("trace truncated")
 	}
@@ -354,6 +361,7 @@ func resultFromSandbox(r *sandbox.Result) *jobs.Result {
 		Result:          r.Value,
 		ResultError:     r.ValueError,
 		ExitCode:        r.ExitCode,
+		FuelConsumed:    r.FuelConsumed,
 		Stats: jobs.Stats{
 			DurationMS:      ms(r.Stats.Duration),
 			PeakMemoryBytes: r.Stats.PeakMemoryBytes,
@@ -381,6 +389,8 @@ func resultFromSandbox(r *sandbox.Result) *jobs.Result {
 		res.Status = jobs.StatusTimeout
 	case sandbox.StatusCancelled:
 		res.Status = jobs.StatusCancelled
+	case sandbox.StatusFuelExhausted:
+		res.Status = jobs.StatusFuelExhausted
 	case sandbox.StatusLimit:
 		res.Status = jobs.StatusError
 		if r.Limit != nil {

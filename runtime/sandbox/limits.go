@@ -20,9 +20,10 @@ const (
 	DefaultTraceEvents      = 10_000
 	DefaultTraceBytes       = 4 << 20
 	// DefaultFuel is the compute budget (loop iterations of the
-	// interpreter, see Limits.Fuel): generous, minutes of CPU on current
-	// machines, so that the wall-clock timeout normally binds first.
-	DefaultFuel = 1 << 40
+	// interpreter, see Limits.Fuel): generous, tens of minutes of CPU at
+	// the 2-7e7 units a second measured, so that the wall-clock timeout
+	// normally binds first.
+	DefaultFuel = 100_000_000_000
 	// MaxTraceEventBytes bounds one trace event; larger ones are dropped.
 	MaxTraceEventBytes = 64 << 10
 	// MaxMemoryBytes is the most any sandbox may be given (wasm32 addresses
