@@ -35,6 +35,10 @@ type Job struct {
 	// may lower the worker's maximum, never raise it; zero means the
 	// worker's default.
 	Fuel uint64 `json:"fuel,omitempty"`
+	// Secrets name worker secrets the code may use: it sees placeholders
+	// (os.environ, eryx.secret) that the network gateway replaces by the
+	// values in traffic to the hosts each secret is bound to.
+	Secrets []string `json:"secrets,omitempty"`
 	// Trace asks for line-level trace events on Subjects.Event(id, Trace).
 	Trace bool `json:"trace,omitempty"`
 	// Packages name objects of the packages bucket to make importable.

@@ -26,6 +26,7 @@ const (
 	CodeNotAllowed         RejectCode = "not_allowed"         // network or callback request beyond the policy
 	CodeUnsupported        RejectCode = "unsupported"         // a feature this worker does not offer
 	CodeDeadLetter         RejectCode = "dead_letter"         // deliveries exhausted (it kept killing workers)
+	CodeUnknownSecret      RejectCode = "unknown_secret"      // a secret the worker does not hold
 )
 
 // RejectError is why a job is rejected. Compare with errors.Is against the
@@ -60,6 +61,7 @@ var (
 	ErrBadPackage         = &RejectError{Code: CodeBadPackage}
 	ErrNotAllowed         = &RejectError{Code: CodeNotAllowed}
 	ErrUnsupported        = &RejectError{Code: CodeUnsupported}
+	ErrUnknownSecret      = &RejectError{Code: CodeUnknownSecret}
 )
 
 func reject(code RejectCode, format string, args ...any) *RejectError {
@@ -205,6 +207,9 @@ func (p Policy) Validate(job *Job) (Plan, error) {
 		return plan, err
 	}
 	if err := checkNames("callback", job.Callbacks); err != nil {
+		return plan, err
+	}
+	if err := checkNames("secret", job.Secrets); err != nil {
 		return plan, err
 	}
 

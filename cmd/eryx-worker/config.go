@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eryx-dev/eryx/jobs"
+	"github.com/eryx-dev/eryx/netgate"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
@@ -70,10 +71,15 @@ type Config struct {
 	NetAllowLoopback  string `envconfig:"NET_ALLOW_LOOPBACK" desc:"allow 127.0.0.0/8 and ::1 (development only; default false)"`
 	NetAllowPrivate   string `envconfig:"NET_ALLOW_PRIVATE" desc:"allow private address ranges (default false)"`
 	NetExtraCAFile    string `envconfig:"NET_EXTRA_CA_FILE" desc:"PEM file of CAs trusted besides the system's"`
-	MetricsListen     string `envconfig:"METRICS_LISTEN" desc:"address of /metrics, /livez and /readyz (e.g. :9090); empty: off"`
-	CacheDir          string `envconfig:"CACHE_DIR" desc:"compiled runtime cache (default: the user cache dir)"`
-	LogLevel          string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat         string `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
+	// Secrets are read by netgate.SecretsFromEnv (docs/security.md).
+	Secrets     string `envconfig:"SECRETS" desc:"secrets jobs may ask for, valued by the env vars of the same name: NAME=host,*.domain;OTHER=host"`
+	SecretsFile string `envconfig:"SECRETS_FILE" desc:"JSON file of secrets: {\"NAME\": {\"value_env\"|\"value_file\": ..., \"hosts\": [...]}}"`
+	// secrets is what SecretsFromEnv made of the two (not a variable).
+	secrets       *netgate.Secrets
+	MetricsListen string `envconfig:"METRICS_LISTEN" desc:"address of /metrics, /livez and /readyz (e.g. :9090); empty: off"`
+	CacheDir      string `envconfig:"CACHE_DIR" desc:"compiled runtime cache (default: the user cache dir)"`
+	LogLevel      string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat     string `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
 }
 
 // validate checks what envconfig cannot.

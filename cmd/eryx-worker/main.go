@@ -69,6 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "eryx-worker:", err)
 		return 2
 	}
+	if cfg.secrets, err = netgate.SecretsFromEnv(os.Getenv, os.ReadFile); err != nil {
+		fmt.Fprintln(stderr, "eryx-worker:", err)
+		return 2
+	}
 	log := newLogger(stderr, cfg)
 	if err := serve(ctx, cfg, netPolicy, log); err != nil {
 		log.Error("worker failed", "err", err)
@@ -231,6 +235,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			MaxFuel:      cfg.FuelMax,
 		},
 		Network:       gateway,
+		Secrets:       cfg.secrets,
 		Concurrency:   cfg.PoolSize,
 		OutputBytes:   int(cfg.OutputLimit),
 		HostCalls:     cfg.HostCalls,

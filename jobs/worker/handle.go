@@ -24,6 +24,7 @@ type delivery struct {
 	queued  time.Time // when the job was published
 	id      string
 	job     *jobs.Job
+	secrets *netgate.JobSecrets // the job's secrets' placeholders
 	log     *slog.Logger
 }
 
@@ -95,6 +96,9 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 	}
 	netReq, err := w.networkRequest(job)
 	if err != nil {
+		return w.rejectJob(ctx, d, err)
+	}
+	if d.secrets, err = w.bindSecrets(job); err != nil {
 		return w.rejectJob(ctx, d, err)
 	}
 	pkgs, err := w.pkgs.resolve(ctx, job.Packages, w.cfg.Subjects.PackagesBucket())
@@ -256,11 +260,13 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 	if job.Trace {
 		opts.OnTrace = events.trace
 	}
+	withSecrets(&opts, d.secrets)
 	if w.cfg.Network != nil {
 		// Even with networking off the shims get their configuration, so
 		// that code trying to connect gets a clear refusal.
 		sess := w.cfg.Network.NewSession(netReq)
 		defer sess.Close()
+		sess.UseSecrets(d.secrets)
 		opts.Host, opts.Network = sess, sess.GuestOptions()
 	}
 
@@ -316,6 +322,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 		return nil
 	}
 	res := resultFromSandbox(sres)
+	redactResult(res, d.secrets)
 	if sres.Limit != nil {
 		d.log.Warn("job stopped: limit exceeded", "limit", sres.Limit.Limit, "max", sres.Limit.Max, "want", sres.Limit.Want)
 		if w.cfg.Observer != nil {

@@ -54,6 +54,9 @@ type ExecOptions struct {
 	Network json.RawMessage
 	// Packages are made importable (read-only) for this execution.
 	Packages []*Package
+	// Env are environment variables of this execution only (os.environ
+	// and eryx.secret): the placeholders of a job's secrets.
+	Env map[string]string
 }
 
 // Sandbox is one isolated interpreter. Executions on a sandbox are
