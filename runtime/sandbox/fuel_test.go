@@ -205,3 +205,24 @@ func TestFuelLimitValidation(t *testing.T) {
 		t.Fatalf("default fuel %d", engine.Limits().Fuel)
 	}
 }
+
+// Env is the execution's own: a later execution in the same sandbox (a
+// session) does not see it.
+func TestEnvIsPerExecution(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sb, err := engine.NewSandbox(ctx, sandbox.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sb.Close(ctx) }()
+	code := "import os, eryx\ntry:\n    s = eryx.secret('TOKEN')\nexcept KeyError:\n    s = None\nresult = [os.environ.get('TOKEN'), s]"
+	res, err := sb.Execute(ctx, code, sandbox.ExecOptions{Session: true, Env: map[string]string{"TOKEN": "ERYX_SECRET_x"}})
+	if err != nil || string(res.Value) != `["ERYX_SECRET_x","ERYX_SECRET_x"]` {
+		t.Fatalf("%v %s %+v", err, res.Value, res.Error)
+	}
+	res, err = sb.Execute(ctx, code, sandbox.ExecOptions{Session: true})
+	if err != nil || string(res.Value) != `[null,null]` {
+		t.Fatalf("next execution: %v %s %+v", err, res.Value, res.Error)
+	}
+}
