@@ -322,7 +322,6 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 		return nil
 	}
 	res := resultFromSandbox(sres)
-	redactResult(res, d.secrets)
 	if sres.Limit != nil {
 		d.log.Warn("job stopped: limit exceeded", "limit", sres.Limit.Limit, "max", sres.Limit.Max, "want", sres.Limit.Want)
 		if w.cfg.Observer != nil {
@@ -344,6 +343,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 	if session != nil {
 		session.apply(res)
 	}
+	redactResult(res, d.secrets)
 	res.Stats.QueueMS = ms(started.Sub(d.queued))
 	return res
 }

@@ -63,4 +63,9 @@ func redactResult(res *jobs.Result, js *netgate.JobSecrets) {
 		res.Error.Message = js.Redact(res.Error.Message)
 		res.Error.Traceback = js.Redact(res.Error.Traceback)
 	}
+	res.SessionError = js.Redact(res.SessionError)
+	for i := range res.SessionSkipped {
+		res.SessionSkipped[i].Name = js.Redact(res.SessionSkipped[i].Name)
+		res.SessionSkipped[i].Reason = js.Redact(res.SessionSkipped[i].Reason)
+	}
 }

@@ -80,7 +80,7 @@ func TestSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer echoLn.Close()
+	defer func() { _ = echoLn.Close() }()
 	go func() {
 		for {
 			c, err := echoLn.Accept()
@@ -88,7 +88,7 @@ func TestSecrets(t *testing.T) {
 				return
 			}
 			go func() {
-				defer c.Close()
+				defer func() { _ = c.Close() }()
 				r := bufio.NewReader(c)
 				for {
 					line, err := r.ReadString('\n')
