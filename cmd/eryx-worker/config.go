@@ -28,6 +28,7 @@ type Config struct {
 	MemoryLimit     ByteSize      `envconfig:"MEMORY_LIMIT" default:"128MiB" desc:"default and maximum memory of a job"`
 	FuelDefault     uint64        `envconfig:"FUEL_DEFAULT" default:"100000000000" desc:"fuel (deterministic compute units) of a job that asks for none"`
 	FuelMax         uint64        `envconfig:"FUEL_MAX" default:"1000000000000" desc:"most fuel a job may ask for"`
+	HashSeed        string        `envconfig:"HASH_SEED" desc:"fixed str hash secret 0-4294967295, so that fuel is the same on every worker even for hash-order-dependent code; empty: random per process"`
 	OutputLimit     ByteSize      `envconfig:"OUTPUT_LIMIT" default:"1MiB" desc:"stdout+stderr kept per job; the rest is dropped"`
 	TraceLimit      ByteSize      `envconfig:"TRACE_LIMIT" default:"4MiB" desc:"trace event bytes published per job; the rest is dropped"`
 	TraceEvents     int           `envconfig:"TRACE_EVENTS" default:"10000" desc:"trace events published per job; the rest are dropped"`
@@ -103,6 +104,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ERYX_TRACE_LIMIT and ERYX_HOST_CALL_BYTES must be at least 1 byte")
 	case c.FuelDefault < 1 || c.FuelMax < c.FuelDefault || c.FuelMax > sandbox.MaxFuel:
 		return fmt.Errorf("ERYX_FUEL_DEFAULT must be at least 1 and at most ERYX_FUEL_MAX, itself at most %d", uint64(sandbox.MaxFuel))
+	case c.HashSeed != "" && !validHashSeed(c.HashSeed):
+		return fmt.Errorf("ERYX_HASH_SEED must be an integer from 0 to 4294967295, not %q", c.HashSeed)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("ERYX_LOG_FORMAT must be text or json, not %q", c.LogFormat)
 	}
@@ -180,4 +183,19 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+func validHashSeed(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 32)
+	return err == nil
+}
+
+// hashSeed is ERYX_HASH_SEED for sandbox.Config (nil when unset).
+func (c *Config) hashSeed() *uint32 {
+	if c.HashSeed == "" {
+		return nil
+	}
+	v, _ := strconv.ParseUint(c.HashSeed, 10, 32) // validated
+	seed := uint32(v)
+	return &seed
 }

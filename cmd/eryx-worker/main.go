@@ -145,6 +145,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 	start := time.Now()
 	engine, err := sandbox.NewEngine(ctx, sandbox.Config{
 		CacheDir: cfg.CacheDir,
+		HashSeed: cfg.hashSeed(),
 		Limits: sandbox.Limits{
 			Timeout:     cfg.ExecTimeout,
 			MemoryBytes: uint64(cfg.MemoryLimit),

@@ -226,3 +226,34 @@ func TestEnvIsPerExecution(t *testing.T) {
 		t.Fatalf("next execution: %v %s %+v", err, res.Value, res.Error)
 	}
 }
+
+// Engines draw their hash secret at random, so str-keyed work differs
+// between worker processes; with Config.HashSeed it does not.
+func TestFuelAcrossEnginesWithHashSeed(t *testing.T) {
+	ctx := context.Background()
+	const code = "s = set()\nfor i in range(20000):\n    s.add('k%d' % i)\nd = {k: 1 for k in s}\nresult = [hash('x'), len(d)]"
+	seed := uint32(7)
+	var fuel []uint64
+	var hashes []string
+	for i := 0; i < 2; i++ {
+		e, err := sandbox.NewEngine(ctx, sandbox.Config{HashSeed: &seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.Execute(ctx, code, sandbox.ExecOptions{})
+		_ = e.Close(ctx)
+		if err != nil || res.Status != sandbox.StatusOK {
+			t.Fatalf("%v %+v", err, res)
+		}
+		fuel = append(fuel, res.FuelConsumed)
+		hashes = append(hashes, string(res.Value))
+	}
+	if fuel[0] != fuel[1] || hashes[0] != hashes[1] {
+		t.Fatalf("same seed, two engines: fuel %v, hashes %v", fuel, hashes)
+	}
+	// The shared engine has a random secret: a different hash('x').
+	res := run(t, code, sandbox.ExecOptions{})
+	if string(res.Value) == hashes[0] {
+		t.Fatalf("the unseeded engine hashes like seed 7: %s", res.Value)
+	}
+}
