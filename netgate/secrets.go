@@ -55,6 +55,13 @@ type Secret struct {
 	plaintext bool
 }
 
+// String and GoString name the secret without its value, so that a
+// stray %v in a log cannot print it.
+func (s *Secret) String() string { return "secret " + s.name }
+
+// GoString implements fmt.GoStringer like String.
+func (s *Secret) GoString() string { return s.String() }
+
 // SecretSpec defines a Secret.
 type SecretSpec struct {
 	// Name is what jobs ask for, and the environment variable the code

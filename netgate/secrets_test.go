@@ -3,6 +3,7 @@ package netgate
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -163,6 +164,9 @@ func TestBindAndRedact(t *testing.T) {
 	}
 	if len(e1["LONG"]) != len(long) {
 		t.Fatalf("a long value's placeholder is %d bytes, the value %d", len(e1["LONG"]), len(long))
+	}
+	if str := fmt.Sprintf("%v %+v %#v", s.byName["SHORT"], s.byName["SHORT"], s.byName["SHORT"]); strings.Contains(str, "short-value") {
+		t.Fatalf("formatting shows the value: %s", str)
 	}
 	got := j1.Redact("token " + e1["SHORT"] + " value short-value long " + e1["LONG"])
 	if got != "token [REDACTED:SHORT] value [REDACTED:SHORT] long [REDACTED:LONG]" {

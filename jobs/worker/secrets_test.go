@@ -3,6 +3,7 @@ package worker_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -75,44 +76,21 @@ func TestSecrets(t *testing.T) {
 	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	tlsSrv.StartTLS()
 	defer tlsSrv.Close()
-	// A raw echo server: sends back every byte it gets.
-	echoLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = echoLn.Close() }()
-	go func() {
-		for {
-			c, err := echoLn.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer func() { _ = c.Close() }()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if line != "" {
-						rec.add("echo " + line)
-						_, _ = c.Write([]byte(line))
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	// Raw echo servers: one sends back every line it gets; the other takes
+	// "<cut>|<payload>\n", sends payload[:cut], waits for the next line
+	// and sends the rest, so that the gateway reads the reflection split
+	// exactly there.
+	echoPort := echoServer(t, rec, false)
+	splitPort := echoServer(t, rec, true)
 	port := func(u string) int {
 		p, _ := url.Parse(u)
 		n, _ := strconv.Atoi(p.Port())
 		return n
 	}
 	httpPort, httpsPort := port(plain.URL), port(tlsSrv.URL)
-	echoPort := echoLn.Addr().(*net.TCPAddr).Port
 
 	gw, err := netgate.NewGateway(netgate.Config{Resolver: nameResolver{}, Policy: netgate.Policy{
-		AllowHosts: []string{"example.com", "other.test", "127.0.0.1"}, AllowPorts: []int{httpPort, httpsPort, echoPort},
+		AllowHosts: []string{"example.com", "other.test", "127.0.0.1"}, AllowPorts: []int{httpPort, httpsPort, echoPort, splitPort},
 		AllowLoopback: true,
 		ExtraCACerts:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}),
 	}})
@@ -132,21 +110,22 @@ func TestSecrets(t *testing.T) {
 	startWorker(t, nc, cfg)
 	c := newClient(t, nc)
 
-	ports := strings.NewReplacer("{HTTP}", strconv.Itoa(httpPort), "{HTTPS}", strconv.Itoa(httpsPort), "{ECHO}", strconv.Itoa(echoPort))
+	ports := strings.NewReplacer("{HTTP}", strconv.Itoa(httpPort), "{HTTPS}", strconv.Itoa(httpsPort),
+		"{ECHO}", strconv.Itoa(echoPort), "{SPLIT}", strconv.Itoa(splitPort))
 	const prelude = `
-import os, socket, ssl, urllib.request, eryx
+import base64, os, socket, ssl, urllib.request, eryx
 T = os.environ["TOKEN"]
 L = eryx.secret("TLS_ONLY")
 def get(url, ctx=None, tail=""):
     req = urllib.request.Request(url, data=("body:" + T + tail).encode(), headers={"Authorization": "Bearer " + T, "X-Other": L})
     return urllib.request.urlopen(req, timeout=10, context=ctx).read().decode()
-def echo(*pieces):
-    s = socket.create_connection(("example.com", {ECHO}), timeout=10)
+def echo(*pieces, size=7, port={ECHO}):
+    s = socket.create_connection(("example.com", port), timeout=10)
     for p in pieces:
         s.sendall(p.encode())
     out = b""
     while not out.endswith(b"\n"):
-        b = s.recv(7)
+        b = s.recv(size)
         if not b:
             break
         out += b
@@ -175,6 +154,8 @@ def echo(*pieces):
 			[]string{"body:" + tokenValue + " ERYX_SECRET_0"}, nil},
 		{"echo", "result = echo('x ' + T + '\\n')", []string{"echo x " + tokenValue}, nil},
 		{"placeholder split across sends", "result = echo('y ' + T[:5], T[5:30], T[30:] + '\\n')", []string{"echo y " + tokenValue}, nil},
+		{"encoded placeholder goes out as it is", "result = echo(base64.b64encode(T.encode()).decode() + '\\n')",
+			nil, []string{base64.StdEncoding.EncodeToString([]byte(tokenValue))}},
 		{"placeholder split byte by byte", "result = echo(*('z ' + T + '\\n'))", []string{"echo z " + tokenValue}, nil},
 	}
 	for _, tt := range tests {
@@ -209,12 +190,31 @@ def echo(*pieces):
 		code := prelude + `
 r = get('https://example.com:{HTTPS}/')
 e = echo(T + '\n')
-result = {"reflected_is_placeholder": ("Bearer " + T) in r, "echo_is_placeholder": e == T + "\n",
+# The reflection split at every point of the value: at most 3 bytes of it
+# may show, and only its first ones.
+def split_echo(cut):
+    s = socket.create_connection(("example.com", {SPLIT}), timeout=10)
+    s.sendall(f"{cut}|x{T}\n".encode())
+    out = b""
+    while len(out) < cut:
+        out += s.recv(100)
+    s.sendall(b"go\n")
+    while not out.endswith(b"\n"):
+        out += s.recv(100)
+    s.close()
+    return out.decode()
+pieces = [split_echo(cut) for cut in [*range(1, 12), 20, 30, 40, len(T), len(T) + 1]]
+shown = max(max((i for i in range(1, 10) if "x" + "tok_VALUE"[:i] in p), default=0) for p in pieces)
+print(shown)
+result = {"at_most_3_bytes": shown <= 3 and all(len(p) == len(T) + 2 for p in pieces),"reflected_is_placeholder": ("Bearer " + T) in r, "echo_is_placeholder": e == T + "\n",
           "value_seen": "tok_VALUE" in r + e}
 `
 		res := runJob(t, c, &jobs.Job{Code: ports.Replace(code), Secrets: []string{"TOKEN", "TLS_ONLY"}}, jobs.Handlers{})
-		if string(res.Result) != `{"reflected_is_placeholder":true,"echo_is_placeholder":true,"value_seen":false}` {
+		if string(res.Result) != `{"at_most_3_bytes":true,"reflected_is_placeholder":true,"echo_is_placeholder":true,"value_seen":false}` {
 			t.Fatalf("%s %s %+v %s", res.Status, res.Result, res.Error, res.Stdout)
+		}
+		if res.Stdout != "3\n" { // the split tail of 3 bytes passed, no more
+			t.Fatalf("up to %s bytes of the value showed", res.Stdout)
 		}
 	})
 
@@ -243,4 +243,47 @@ result = {"reflected_is_placeholder": ("Bearer " + T) in r, "echo_is_placeholder
 			t.Fatalf("%s/%s %s", res.Status, res.Code, res.Reason)
 		}
 	})
+}
+
+// echoServer serves lines back; split ones as described in TestSecrets.
+func echoServer(t *testing.T, rec *recorder, split bool) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { _ = c.Close() }()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if line != "" {
+						rec.add("echo " + line)
+						cutText, payload, ok := strings.Cut(line, "|")
+						cut, _ := strconv.Atoi(cutText)
+						if !split || !ok || cut > len(payload) {
+							_, _ = c.Write([]byte(line))
+						} else {
+							_, _ = c.Write([]byte(payload[:cut]))
+							if _, err := r.ReadString('\n'); err != nil {
+								return
+							}
+							_, _ = c.Write([]byte(payload[cut:]))
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
 }
