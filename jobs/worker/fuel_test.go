@@ -1,9 +1,13 @@
 package worker_test
 
 import (
+	"fmt"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/eryx-dev/eryx/jobs"
+	"github.com/eryx-dev/eryx/telemetry"
 )
 
 // TestFuel runs the same job on two workers: the fuel it reports is the
@@ -12,6 +16,8 @@ func TestFuel(t *testing.T) {
 	nc := connect(t, startServer(t))
 	cfg := testConfig("w1")
 	cfg.Policy.MaxFuel = 1 << 40
+	metrics := telemetry.NewMetrics()
+	cfg.Observer = metrics
 	startWorker(t, nc, cfg)
 	c := newClient(t, nc)
 	const code = "total = 0\nfor i in range(20000):\n    total += i * i\nprint(total)"
@@ -22,6 +28,7 @@ func TestFuel(t *testing.T) {
 	}
 	cfg2 := testConfig("w2")
 	cfg2.Policy.MaxFuel = 1 << 40
+	cfg2.Observer = metrics
 	startWorker(t, nc, cfg2)
 	seen := map[string]bool{}
 	for i := 0; i < 6; i++ {
@@ -41,6 +48,15 @@ func TestFuel(t *testing.T) {
 	if short.Status != jobs.StatusFuelExhausted || short.Error == nil || short.Error.Type != "eryx.FuelExhausted" ||
 		short.Stdout != "" || short.FuelConsumed <= first.FuelConsumed/2 {
 		t.Fatalf("with half the fuel: %+v", short)
+	}
+	// The worker keeps serving, and counts the stop.
+	if again := runJob(t, c, &jobs.Job{Code: code}, jobs.Handlers{}); again.Status != jobs.StatusOK {
+		t.Fatalf("after running out of fuel: %+v", again)
+	}
+	rec := httptest.NewRecorder()
+	metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := fmt.Sprintf(`%s{limit="fuel"}`, telemetry.MetricLimitExceeded); !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("metrics lack %s", want)
 	}
 	over := runJob(t, c, &jobs.Job{Code: code, Fuel: 1<<40 + 1}, jobs.Handlers{})
 	if over.Status != jobs.StatusRejected || over.Code != jobs.CodeInvalidLimits {
