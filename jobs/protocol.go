@@ -37,6 +37,14 @@ type Job struct {
 	// them; zero means the worker's limit.
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 	MemoryMB  int64 `json:"memory_mb,omitempty"`
+	// Fuel is the job's compute budget (see docs/runtime.md, "Fuel"); it
+	// may lower the worker's maximum, never raise it; zero means the
+	// worker's default.
+	Fuel uint64 `json:"fuel,omitempty"`
+	// Secrets name worker secrets the code may use: it sees placeholders
+	// (os.environ, eryx.secret) that the network gateway replaces by the
+	// values in traffic to the hosts each secret is bound to.
+	Secrets []string `json:"secrets,omitempty"`
 	// Trace asks for line-level trace events on Subjects.Event(id, Trace).
 	Trace bool `json:"trace,omitempty"`
 	// Packages name packages to make importable: "name" is the tenant's
@@ -64,6 +72,8 @@ const (
 	StatusTimeout   Status = "timeout"   // it ran out of time
 	StatusCancelled Status = "cancelled" // a cancel message stopped it, or it never started
 	StatusRejected  Status = "rejected"  // it was not run: Result.Code and Reason tell why
+	// StatusFuelExhausted: it used up its fuel (the same on every run).
+	StatusFuelExhausted Status = "fuel_exhausted"
 )
 
 // Result is the one and only document published on Subjects.Event(id,
@@ -95,6 +105,8 @@ type Result struct {
 	// Limit names the host-side budget that stopped the job (its error is
 	// then eryx.LimitExceeded): see docs/protocol.md.
 	Limit string `json:"limit,omitempty"`
+	// FuelConsumed is the fuel the job used; 0 when it did not run.
+	FuelConsumed uint64 `json:"fuel_consumed,omitempty"`
 
 	// Result is the JSON value of the code's `result` variable, if any.
 	Result json.RawMessage `json:"result,omitempty"`

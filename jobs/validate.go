@@ -29,6 +29,7 @@ const (
 	CodeInvalidTenant      RejectCode = "invalid_tenant"      // the job's tenant field names another tenant than its subject
 	CodePackageMismatch    RejectCode = "package_mismatch"    // a pinned package's content has another hash
 	CodeSessionTampered    RejectCode = "session_tampered"    // the session's snapshot fails its integrity check
+	CodeUnknownSecret      RejectCode = "unknown_secret"      // a secret the worker does not hold
 )
 
 // RejectError is why a job is rejected. Compare with errors.Is against the
@@ -66,6 +67,7 @@ var (
 	ErrTenantMismatch     = &RejectError{Code: CodeInvalidTenant}
 	ErrPackageMismatch    = &RejectError{Code: CodePackageMismatch}
 	ErrSessionTampered    = &RejectError{Code: CodeSessionTampered}
+	ErrUnknownSecret      = &RejectError{Code: CodeUnknownSecret}
 )
 
 func reject(code RejectCode, format string, args ...any) *RejectError {
@@ -84,6 +86,9 @@ type Policy struct {
 	MemoryBytes uint64
 	// MinMemoryBytes is the least memory the runtime can start with.
 	MinMemoryBytes uint64
+	// Fuel is a job's default fuel and MaxFuel the most it may ask for
+	// (zero: the runtime's default and maximum).
+	Fuel, MaxFuel uint64
 	// Sessions and Trace say whether the worker offers them. Packages are
 	// checked by the worker, against the packages bucket.
 	Sessions, Trace bool
@@ -93,6 +98,7 @@ type Policy struct {
 type Plan struct {
 	Timeout     time.Duration
 	MemoryBytes uint64
+	Fuel        uint64 // zero: the runtime's default
 }
 
 // maxListItems bounds packages and callbacks lists.
@@ -189,6 +195,14 @@ func (p Policy) Validate(job *Job) (Plan, error) {
 		plan.MemoryBytes = b
 	}
 
+	plan.Fuel = p.Fuel
+	if job.Fuel > 0 {
+		if p.MaxFuel > 0 && job.Fuel > p.MaxFuel {
+			return plan, reject(CodeInvalidLimits, "fuel %d is above the worker's maximum %d", job.Fuel, p.MaxFuel)
+		}
+		plan.Fuel = job.Fuel
+	}
+
 	if job.Session != "" && !p.Sessions {
 		return plan, reject(CodeUnsupported, "this worker does not offer sessions")
 	}
@@ -199,6 +213,9 @@ func (p Policy) Validate(job *Job) (Plan, error) {
 		return plan, err
 	}
 	if err := checkNames("callback", job.Callbacks); err != nil {
+		return plan, err
+	}
+	if err := checkNames("secret", job.Secrets); err != nil {
 		return plan, err
 	}
 

@@ -253,3 +253,29 @@ func TestParsePackageRef(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateFuel(t *testing.T) {
+	p := Policy{Fuel: 1000, MaxFuel: 5000}
+	tests := []struct {
+		name string
+		fuel uint64
+		want error
+		plan uint64
+	}{
+		{"default", 0, nil, 1000},
+		{"lower", 10, nil, 10},
+		{"raise up to the maximum", 5000, nil, 5000},
+		{"above the maximum", 5001, ErrInvalidLimits, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plan, err := p.Validate(&Job{ID: "a", Fuel: tt.fuel})
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("err %v, want %v", err, tt.want)
+			}
+			if err == nil && plan.Fuel != tt.plan {
+				t.Fatalf("plan fuel %d, want %d", plan.Fuel, tt.plan)
+			}
+		})
+	}
+}

@@ -60,6 +60,7 @@ func (s *Session) opConnect(ctx context.Context, payload []byte) (any, error) {
 	}
 	// Authorise by name first: the allow-list, then the port.
 	var addrs []netip.Addr
+	named := t
 	if t.ip.IsValid() {
 		judged := t
 		if name, ok := s.resolvedName(t.ip); ok {
@@ -68,6 +69,7 @@ func (s *Session) opConnect(ctx context.Context, payload []byte) (any, error) {
 		if r := s.pol.checkHost(judged, req.Port); r != nil {
 			return nil, r
 		}
+		named = judged
 		if r := s.pol.checkAddr(t.String(), t.ip); r != nil {
 			return nil, r
 		}
@@ -89,7 +91,7 @@ func (s *Session) opConnect(ctx context.Context, payload []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	cn := &conn{raw: c, c: c, host: t, port: req.Port, peer: peer}
+	cn := &conn{raw: c, c: c, host: t, port: req.Port, peer: peer, named: named}
 	reply := connectReply{Peer: peer.Addr().String(), Port: int(peer.Port()), Family: 4}
 	if peer.Addr().Is6() {
 		reply.Family = 6
@@ -101,6 +103,7 @@ func (s *Session) opConnect(ctx context.Context, payload []byte) (any, error) {
 			return nil, err
 		}
 		cn.c, cn.tls, reply.TLS = tc, true, info // not shared yet: no lock needed
+		cn.setTLS(*req.TLS)
 	}
 	if reply.ID, err = s.add(cn); err != nil {
 		return nil, err
@@ -131,6 +134,8 @@ func (s *Session) opStartTLS(ctx context.Context, payload []byte) (any, error) {
 	if cn.tls {
 		return nil, guestError(errSSL, "[SSL] the connection already uses TLS")
 	}
+	// Plaintext held back by the secret rewriting goes before the handshake.
+	cn.flushSecrets()
 	cctx, cancel := context.WithTimeout(ctx, s.connectTimeout(req.Timeout))
 	defer cancel()
 	tc, info, err := s.handshake(cctx, cn, req.tlsParams)
@@ -139,7 +144,7 @@ func (s *Session) opStartTLS(ctx context.Context, payload []byte) (any, error) {
 		s.remove(req.ID)
 		return nil, err
 	}
-	if err := s.upgrade(req.ID, cn, tc); err != nil {
+	if err := s.upgrade(req.ID, cn, tc, req.tlsParams); err != nil {
 		return nil, err
 	}
 	return info, nil
@@ -175,6 +180,16 @@ func (s *Session) opSend(payload []byte) (any, error) {
 
 	d, nonBlocking := s.ioTimeout(req.Timeout)
 	_ = c.SetWriteDeadline(time.Now().Add(d))
+	if cn.sub != nil {
+		// Placeholders become values here, for a bound host only. The
+		// code's bytes are taken whole (some may be held back until the
+		// next send), so it is told they were all sent.
+		out := cn.sub.out.push(req.Data)
+		if _, err := c.Write(out); err != nil {
+			return nil, ioError(err, "send", d, nonBlocking)
+		}
+		return sendReply{Sent: len(req.Data)}, nil
+	}
 	written, err := c.Write(req.Data)
 	if unsent := n - int64(written); unsent > 0 {
 		s.mu.Lock()
@@ -219,6 +234,7 @@ func (s *Session) opRecv(payload []byte) (any, error) {
 	}
 	s.mu.Unlock()
 
+	cn.flushSecrets() // the code waits for a reply to what it sent
 	d, nonBlocking := s.ioTimeout(req.Timeout)
 	_ = c.SetReadDeadline(time.Now().Add(d))
 	buf := make([]byte, want)
@@ -236,7 +252,11 @@ func (s *Session) opRecv(payload []byte) (any, error) {
 			return nil, refuse(ErrLimit, cn.host.String(), fmt.Sprintf(
 				"receive limit reached: an execution may receive at most %d bytes", s.pol.MaxBytesIn))
 		}
-		return recvReply{Data: buf[:n]}, nil
+		data := buf[:n]
+		if cn.sub != nil {
+			data = cn.sub.in.push(data) // a reflected value reads as its placeholder
+		}
+		return recvReply{Data: data}, nil
 	}
 	switch {
 	case errors.Is(err, io.EOF):
@@ -266,6 +286,7 @@ func (s *Session) opShutdown(payload []byte) (any, error) {
 		_ = tcp.CloseRead()
 	}
 	if req.How != 0 { // SHUT_WR or SHUT_RDWR
+		cn.flushSecrets()
 		if cw, ok := c.(interface{ CloseWrite() error }); ok && c != cn.raw {
 			_ = cw.CloseWrite() // TLS close_notify
 		}

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
@@ -43,6 +45,7 @@ type Session struct {
 	// by the name it resolved.
 	resolved  map[netip.Addr]string
 	caPools   map[[32]byte]*x509.CertPool
+	secrets   *JobSecrets
 	watchOnce sync.Once
 	stopWatch func() bool
 }
@@ -65,6 +68,15 @@ type conn struct {
 	port int
 	peer netip.AddrPort
 	tls  bool
+	// named is host, or the name this session resolved an address host
+	// for: what secrets are bound by.
+	named target
+	// verified: TLS checked against the gateway's own trust store, with
+	// the host name; serverName is the name it was checked for.
+	verified   bool
+	serverName string
+	// sub rewrites the job's secrets on this connection; nil without any.
+	sub *substitution
 }
 
 func newSession(g *Gateway, pol *compiled) *Session {
@@ -192,6 +204,7 @@ func (s *Session) add(c *conn) (int, error) {
 		return 0, guestError(errBadConn, "the execution's network session is closed")
 	}
 	s.nextID++
+	s.bindSecrets(c)
 	s.conns[s.nextID] = c
 	return s.nextID, nil
 }
@@ -211,7 +224,7 @@ func (s *Session) get(id int) (conn, error) {
 // upgrade switches a connection's I/O to TLS, unless it changed meanwhile
 // (closed, or upgraded by a concurrent call, which is misuse: the
 // connection is then closed, since two handshakes garbled it).
-func (s *Session) upgrade(id int, from conn, tc net.Conn) error {
+func (s *Session) upgrade(id int, from conn, tc net.Conn, p tlsParams) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.conns[id]
@@ -220,7 +233,27 @@ func (s *Session) upgrade(id int, from conn, tc net.Conn) error {
 		return guestError(errBadConn, "connection %d changed during the TLS handshake", id)
 	}
 	c.c, c.tls = tc, true
+	c.setTLS(p)
+	s.bindSecrets(c)
 	return nil
+}
+
+// setTLS records how a connection's TLS was verified.
+func (c *conn) setTLS(p tlsParams) {
+	c.verified = !p.Insecure && !p.NoCheckHostname && p.CAData == ""
+	c.serverName = strings.TrimSuffix(p.ServerHostname, ".")
+}
+
+// bindSecrets (re)computes which of the job's secrets the connection
+// carries, for its current state.
+func (s *Session) bindSecrets(c *conn) {
+	if s.secrets == nil || len(s.secrets.bound) == 0 {
+		return
+	}
+	if c.sub == nil {
+		c.sub = &substitution{}
+	}
+	c.sub.set(s.secrets.forConn(c))
 }
 
 // remove forgets a connection and closes it. Connections are closed at
@@ -232,6 +265,7 @@ func (s *Session) remove(id int) {
 	delete(s.conns, id)
 	s.mu.Unlock()
 	if ok {
+		c.flushSecrets()
 		_ = c.raw.Close()
 	}
 }
@@ -253,4 +287,16 @@ func (s *Session) resolvedName(a netip.Addr) (string, bool) {
 	defer s.mu.Unlock()
 	n, ok := s.resolved[a.Unmap()]
 	return n, ok
+}
+
+// flushSecrets sends what the placeholder rewriting held back: the code is
+// done sending for now (it reads, shuts down or closes).
+func (c *conn) flushSecrets() {
+	if c.sub == nil {
+		return
+	}
+	if held := c.sub.out.flush(); len(held) > 0 {
+		_ = c.c.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.c.Write(held)
+	}
 }

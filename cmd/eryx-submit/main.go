@@ -29,6 +29,7 @@ const (
 	exitUsage     = 2   // bad usage, infrastructure failure, or a rejected job
 	exitTimeout   = 124 // like timeout(1)
 	exitCancelled = 130 // like a shell's Ctrl-C
+	exitFuel      = 125 // fuel exhausted: next to timeout's 124
 )
 
 // cancelGrace is how long Ctrl-C waits for the job's cancelled result.
@@ -121,7 +122,7 @@ func usage(w io.Writer) {
   eryx-submit session list|snapshot|restore|delete ...
   eryx-submit package upload NAME FILE | list | delete NAME
 
-Exit status: 0 ok, 1 Python error, 124 timeout, 130 cancelled,
+Exit status: 0 ok, 1 Python error, 124 timeout, 125 fuel exhausted, 130 cancelled,
 2 usage or infrastructure error (including a rejected job).
 
 Run flags:
@@ -190,6 +191,7 @@ type runOptions struct {
 	queue     string
 	timeout   time.Duration
 	memoryMB  int64
+	fuel      uint64
 	trace     bool
 	jsonOut   bool
 	packages  multi
@@ -210,6 +212,7 @@ func runFlags(out io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.StringVar(&o.queue, "queue", jobs.DefaultQueue, "queue to submit to")
 	fs.DurationVar(&o.timeout, "timeout", 0, "run time limit, e.g. 10s (default and maximum: the worker's)")
 	fs.Int64Var(&o.memoryMB, "memory", 0, "memory limit in MiB (default and maximum: the worker's)")
+	fs.Uint64Var(&o.fuel, "fuel", 0, "compute budget in fuel units (default: the worker's; see docs/runtime.md)")
 	fs.BoolVar(&o.trace, "trace", false, "print line-level trace events to stderr")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result document as JSON instead of streaming output")
 	fs.Var(&o.packages, "package", "make an uploaded package importable (repeatable)")
@@ -257,7 +260,7 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 	}
 	job := &jobs.Job{
 		ID: o.id, Code: code, Session: o.session, Trace: o.trace,
-		TimeoutMS: o.timeout.Milliseconds(), MemoryMB: o.memoryMB,
+		TimeoutMS: o.timeout.Milliseconds(), MemoryMB: o.memoryMB, Fuel: o.fuel,
 		Packages: o.packages,
 	}
 	if o.timeout > 0 && job.TimeoutMS == 0 {
@@ -417,6 +420,8 @@ func report(e env, res *jobs.Result, jsonOut bool) int {
 		}
 	case jobs.StatusTimeout:
 		fmt.Fprintf(e.stderr, "eryx-submit: job %s timed out\n", res.ID)
+	case jobs.StatusFuelExhausted:
+		fmt.Fprintf(e.stderr, "eryx-submit: job %s ran out of fuel after %d units\n", res.ID, res.FuelConsumed)
 	case jobs.StatusCancelled:
 		fmt.Fprintf(e.stderr, "eryx-submit: job %s cancelled\n", res.ID)
 	case jobs.StatusRejected:
@@ -439,6 +444,8 @@ func exitCode(s jobs.Status) int {
 		return exitError
 	case jobs.StatusTimeout:
 		return exitTimeout
+	case jobs.StatusFuelExhausted:
+		return exitFuel
 	case jobs.StatusCancelled:
 		return exitCancelled
 	default:

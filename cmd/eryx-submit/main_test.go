@@ -60,7 +60,7 @@ func platform(t *testing.T) string {
 	}
 	w, err := worker.New(ctx, nc, p, worker.Config{
 		ID: "w1", Concurrency: 2, AckWait: 2 * time.Second, FetchWait: time.Second,
-		Policy:   jobs.Policy{Timeout: 10 * time.Second},
+		Policy:   jobs.Policy{Timeout: 10 * time.Second, MaxFuel: 1_000_000_000_000},
 		Sessions: worker.KVSessions(store),
 	})
 	if err != nil {
@@ -141,6 +141,8 @@ func TestExitCodes(t *testing.T) {
 		{name: "sys.exit(3)", args: []string{"-c", "import sys; sys.exit(3)"}, code: 1},
 		{name: "sys.exit(0)", args: []string{"-c", "import sys; sys.exit(0)"}, code: 0},
 		{name: "timeout", args: []string{"--timeout", "200ms", "-c", "while True: pass"}, code: 124, stderrHas: "timed out"},
+		{name: "fuel exhausted", args: []string{"--fuel", "1000000", "-c", "while True: pass"}, code: 125, stderrHas: "ran out of fuel"},
+		{name: "fuel above the maximum", args: []string{"--fuel", "99999999999999999", "-c", "1"}, code: 2, stderrHas: "invalid_limits"},
 		{name: "rejected", args: []string{"--memory", "99999", "-c", "print(1)"}, code: 2, stderrHas: "invalid_limits"},
 		{name: "unknown package", args: []string{"--package", "nope", "-c", "print(1)"}, code: 2, stderrHas: "unknown_package"},
 		{name: "network beyond the policy", args: []string{"--network", `{"allow":["example.com"]}`, "-c", "1"}, code: 2, stderrHas: "not_allowed"},

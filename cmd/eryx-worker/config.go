@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/eryx-dev/eryx/jobs"
+	"github.com/eryx-dev/eryx/netgate"
+	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
 // Config is the worker's configuration, read from ERYX_* variables.
@@ -24,6 +26,9 @@ type Config struct {
 	PoolMinIdle     int           `envconfig:"POOL_MIN_IDLE" default:"2" desc:"sandboxes kept ready ahead of jobs"`
 	ExecTimeout     time.Duration `envconfig:"EXEC_TIMEOUT" default:"30s" desc:"default and maximum run time of a job"`
 	MemoryLimit     ByteSize      `envconfig:"MEMORY_LIMIT" default:"128MiB" desc:"default and maximum memory of a job"`
+	FuelDefault     uint64        `envconfig:"FUEL_DEFAULT" default:"100000000000" desc:"fuel (deterministic compute units) of a job that asks for none"`
+	FuelMax         uint64        `envconfig:"FUEL_MAX" default:"1000000000000" desc:"most fuel a job may ask for"`
+	HashSeed        string        `envconfig:"HASH_SEED" desc:"fixed str hash secret 0-4294967295, so that fuel is the same on every worker even for hash-order-dependent code; empty: random per process"`
 	OutputLimit     ByteSize      `envconfig:"OUTPUT_LIMIT" default:"1MiB" desc:"stdout+stderr kept per job; the rest is dropped"`
 	TraceLimit      ByteSize      `envconfig:"TRACE_LIMIT" default:"4MiB" desc:"trace event bytes published per job; the rest is dropped"`
 	TraceEvents     int           `envconfig:"TRACE_EVENTS" default:"10000" desc:"trace events published per job; the rest are dropped"`
@@ -70,10 +75,15 @@ type Config struct {
 	NetAllowLoopback  string `envconfig:"NET_ALLOW_LOOPBACK" desc:"allow 127.0.0.0/8 and ::1 (development only; default false)"`
 	NetAllowPrivate   string `envconfig:"NET_ALLOW_PRIVATE" desc:"allow private address ranges (default false)"`
 	NetExtraCAFile    string `envconfig:"NET_EXTRA_CA_FILE" desc:"PEM file of CAs trusted besides the system's"`
-	MetricsListen     string `envconfig:"METRICS_LISTEN" desc:"address of /metrics, /livez and /readyz (e.g. :9090); empty: off"`
-	CacheDir          string `envconfig:"CACHE_DIR" desc:"compiled runtime cache (default: the user cache dir)"`
-	LogLevel          string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat         string `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
+	// Secrets are read by netgate.SecretsFromEnv (docs/security.md).
+	Secrets     string `envconfig:"SECRETS" desc:"secrets jobs may ask for, valued by the env vars of the same name: NAME=host,*.domain;OTHER=host"`
+	SecretsFile string `envconfig:"SECRETS_FILE" desc:"JSON file of secrets: {\"NAME\": {\"value_env\"|\"value_file\": ..., \"hosts\": [...]}}"`
+	// secrets is what SecretsFromEnv made of the two (not a variable).
+	secrets       *netgate.Secrets
+	MetricsListen string `envconfig:"METRICS_LISTEN" desc:"address of /metrics, /livez and /readyz (e.g. :9090); empty: off"`
+	CacheDir      string `envconfig:"CACHE_DIR" desc:"compiled runtime cache (default: the user cache dir)"`
+	LogLevel      string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat     string `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
 }
 
 // validate checks what envconfig cannot.
@@ -95,6 +105,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ERYX_TRACE_EVENTS and ERYX_HOST_CALLS must be at least 1")
 	case c.TraceLimit < 1 || c.HostCallBytes < 1:
 		return fmt.Errorf("ERYX_TRACE_LIMIT and ERYX_HOST_CALL_BYTES must be at least 1 byte")
+	case c.FuelDefault < 1 || c.FuelMax < c.FuelDefault || c.FuelMax > sandbox.MaxFuel:
+		return fmt.Errorf("ERYX_FUEL_DEFAULT must be at least 1 and at most ERYX_FUEL_MAX, itself at most %d", uint64(sandbox.MaxFuel))
+	case c.HashSeed != "" && !validHashSeed(c.HashSeed):
+		return fmt.Errorf("ERYX_HASH_SEED must be an integer from 0 to 4294967295, not %q", c.HashSeed)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("ERYX_LOG_FORMAT must be text or json, not %q", c.LogFormat)
 	}
@@ -172,4 +186,19 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+func validHashSeed(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 32)
+	return err == nil
+}
+
+// hashSeed is ERYX_HASH_SEED for sandbox.Config (nil when unset).
+func (c *Config) hashSeed() *uint32 {
+	if c.HashSeed == "" {
+		return nil
+	}
+	v, _ := strconv.ParseUint(c.HashSeed, 10, 32) // validated
+	seed := uint32(v)
+	return &seed
 }

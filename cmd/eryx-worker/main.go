@@ -69,6 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "eryx-worker:", err)
 		return 2
 	}
+	if cfg.secrets, err = netgate.SecretsFromEnv(os.Getenv, os.ReadFile); err != nil {
+		fmt.Fprintln(stderr, "eryx-worker:", err)
+		return 2
+	}
 	log := newLogger(stderr, cfg)
 	if err := serve(ctx, cfg, netPolicy, log); err != nil {
 		log.Error("worker failed", "err", err)
@@ -141,6 +145,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 	start := time.Now()
 	engine, err := sandbox.NewEngine(ctx, sandbox.Config{
 		CacheDir: cfg.CacheDir,
+		HashSeed: cfg.hashSeed(),
 		Limits: sandbox.Limits{
 			Timeout:     cfg.ExecTimeout,
 			MemoryBytes: uint64(cfg.MemoryLimit),
@@ -232,8 +237,11 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			MaxCodeBytes: int(cfg.MaxCodeBytes),
 			Timeout:      cfg.ExecTimeout,
 			MemoryBytes:  uint64(cfg.MemoryLimit),
+			Fuel:         cfg.FuelDefault,
+			MaxFuel:      cfg.FuelMax,
 		},
 		Network:       gateway,
+		Secrets:       cfg.secrets,
 		Concurrency:   cfg.PoolSize,
 		OutputBytes:   int(cfg.OutputLimit),
 		HostCalls:     cfg.HostCalls,

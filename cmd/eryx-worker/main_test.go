@@ -27,6 +27,9 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	typ := reflect.TypeFor[Config]()
 	for i := range typ.NumField() {
 		f := typ.Field(i)
+		if !f.IsExported() {
+			continue // derived from the variables, not one of them
+		}
 		name := "ERYX_" + f.Tag.Get("envconfig")
 		line := ""
 		for _, l := range strings.Split(out.String(), "\n") {
@@ -55,6 +58,11 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"ERYX_QUEUE", "a.b"},
 		{"ERYX_NET_ALLOW_HOSTS", "not a host!"},
 		{"ERYX_NET_MAX_CONNECTIONS", "-3"},
+		{"ERYX_FUEL_DEFAULT", "0"},
+		{"ERYX_HASH_SEED", "-1"},
+		{"ERYX_FUEL_MAX", "10"}, // below the default
+		{"ERYX_SECRETS", "UNSET_SECRET_VAR=api.example.com"},
+		{"ERYX_SECRETS_FILE", "/nonexistent/secrets.json"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

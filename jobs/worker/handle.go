@@ -26,6 +26,7 @@ type delivery struct {
 	tenant  string    // from the subject the job arrived on
 	id      string
 	job     *jobs.Job
+	secrets *netgate.JobSecrets // the job's secrets' placeholders
 	log     *slog.Logger
 }
 
@@ -109,6 +110,9 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 	}
 	netReq, err := w.networkRequest(job)
 	if err != nil {
+		return w.rejectJob(ctx, d, err)
+	}
+	if d.secrets, err = w.bindSecrets(job); err != nil {
 		return w.rejectJob(ctx, d, err)
 	}
 	pkgs, err := w.pkgs.resolve(ctx, d.tenant, job.Packages, w.cfg.Subjects.PackagesBucket())
@@ -245,6 +249,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 			HostCallBytes: w.cfg.HostCallBytes,
 			TraceEvents:   w.cfg.TraceEvents,
 			TraceBytes:    w.cfg.TraceBytes,
+			Fuel:          plan.Fuel,
 		},
 		OnOutput:       events.output,
 		Callbacks:      w.callbacksFor(d, job),
@@ -255,11 +260,13 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 	if job.Trace {
 		opts.OnTrace = events.trace
 	}
+	withSecrets(&opts, d.secrets)
 	if w.cfg.Network != nil {
 		// Even with networking off the shims get their configuration, so
 		// that code trying to connect gets a clear refusal.
 		sess := w.cfg.Network.NewSession(netReq)
 		defer sess.Close()
+		sess.UseSecrets(d.secrets)
 		opts.Host, opts.Network = sess, sess.GuestOptions()
 	}
 
@@ -329,6 +336,12 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 			w.cfg.Observer.LimitExceeded(sres.Limit.Limit)
 		}
 	}
+	if sres.Status == sandbox.StatusFuelExhausted {
+		d.log.Warn("job stopped: fuel exhausted", "limit", "fuel", "fuel", plan.Fuel, "consumed", sres.FuelConsumed)
+		if w.cfg.Observer != nil {
+			w.cfg.Observer.LimitExceeded("fuel")
+		}
+	}
 	if sres.TraceTruncated {
 		d.log.Info("trace truncated")
 	}
@@ -338,6 +351,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 	if session != nil {
 		session.apply(res)
 	}
+	redactResult(res, d.secrets)
 	res.Stats.QueueMS = ms(started.Sub(d.queued))
 	return res
 }
@@ -379,6 +393,7 @@ func resultFromSandbox(r *sandbox.Result) *jobs.Result {
 		Result:          r.Value,
 		ResultError:     r.ValueError,
 		ExitCode:        r.ExitCode,
+		FuelConsumed:    r.FuelConsumed,
 		Stats: jobs.Stats{
 			DurationMS:      ms(r.Stats.Duration),
 			PeakMemoryBytes: r.Stats.PeakMemoryBytes,
@@ -406,6 +421,8 @@ func resultFromSandbox(r *sandbox.Result) *jobs.Result {
 		res.Status = jobs.StatusTimeout
 	case sandbox.StatusCancelled:
 		res.Status = jobs.StatusCancelled
+	case sandbox.StatusFuelExhausted:
+		res.Status = jobs.StatusFuelExhausted
 	case sandbox.StatusLimit:
 		res.Status = jobs.StatusError
 		if r.Limit != nil {

@@ -94,6 +94,8 @@ type Config struct {
 	// Network is the gateway through which jobs reach the network, under
 	// its policy narrowed by each job's request; nil: no network at all.
 	Network *netgate.Gateway
+	// Secrets are the secrets jobs may ask for; nil: none.
+	Secrets *netgate.Secrets
 	// Sessions keeps session snapshots so that sessions can move between
 	// workers; nil turns sessions off (jobs naming one are rejected).
 	Sessions SessionStore

@@ -529,6 +529,26 @@ def _mount_packages(options):
             sys.path.insert(0, archive)
 
 
+# ---- secrets: per-execution environment ------------------------------------------
+
+_env_set = set()  # names _apply_env put into os.environ
+
+
+def _apply_env(env):
+    """Sets this execution's environment (the placeholders of the job's
+    secrets) in os.environ and for eryx.secret, and removes the previous
+    execution's, which a session would otherwise carry over."""
+    import os
+    for name in _env_set:
+        os.environ.pop(name, None)
+    _env_set.clear()
+    env = env or {}
+    for name, value in env.items():
+        os.environ[name] = value
+        _env_set.add(name)
+    eryx._set_secrets(env)
+
+
 def _control(src, options, flags):
     """Session operations that run no user code."""
     _mount_packages(options)
@@ -675,6 +695,7 @@ def _execute(src, options, flags):
     before = namespace.get("result", _NOTHING)
     _install_callbacks(namespace, options.get("callbacks") or [])
     _mount_packages(options)
+    _apply_env(options.get("env"))
     # The host gateway serves this execution's network access, if any; the
     # shims route socket and ssl through it (runtime/guest/_eryx_net.py).
     # Called every time: None turns networking off again in a session.

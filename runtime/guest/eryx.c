@@ -119,6 +119,12 @@ static int fail_status(PyStatus st) {
     return -1;
 }
 
+// g_hash_seed, when not negative, fixes the str/bytes hash secret (set by the
+// host before eryx_init; see Config.HashSeed).
+static int64_t g_hash_seed = -1;
+
+ERYX_EXPORT("eryx_set_hash_seed") void eryx_set_hash_seed(uint32_t seed) { g_hash_seed = seed; }
+
 // eryx_init starts the interpreter and imports the guest runtime. The host
 // runs it once, then snapshots linear memory: every sandbox starts from here.
 ERYX_EXPORT("eryx_init") int32_t eryx_init(void) {
@@ -139,6 +145,10 @@ ERYX_EXPORT("eryx_init") int32_t eryx_init(void) {
     config.site_import = 0;
     config.install_signal_handlers = 0;
     config.pathconfig_warnings = 0;
+    if (g_hash_seed >= 0) {
+        config.use_hash_seed = 1;
+        config.hash_seed = (unsigned long)g_hash_seed;
+    }
     config.module_search_paths_set = 1;
     PyStatus st = PyWideStringList_Append(&config.module_search_paths, L"/lib/python311.zip");
     if (PyStatus_Exception(st)) goto fail;

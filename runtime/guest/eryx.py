@@ -31,6 +31,28 @@ class ServiceUnavailable(CallbackError, ConnectionError):
     """No service is running for the callback."""
 
 
+_secrets = {}
+
+
+def _set_secrets(env):
+    # Called by the runtime before each execution.
+    _secrets.clear()
+    _secrets.update(env)
+
+
+def secret(name):
+    """The placeholder of a secret the job asked for ("secrets" in the job).
+
+    It is not the value: the host puts the value in its place in traffic to
+    the hosts the secret is bound to, and only there. Raises KeyError for a
+    secret the job did not ask for.
+    """
+    try:
+        return _secrets[name]
+    except KeyError:
+        raise KeyError(f"secret {name!r} was not requested by this job") from None
+
+
 def __getattr__(name):
     # The network errors live with the socket shims, which import this
     # module: resolve them lazily to avoid an import cycle.

@@ -57,6 +57,13 @@ type Config struct {
 	DisablePreemption bool
 	// Limits are the defaults of every sandbox and execution of the engine.
 	Limits Limits
+	// HashSeed, when set, fixes CPython's str/bytes hash secret (as
+	// PYTHONHASHSEED does) instead of drawing it at random per engine:
+	// engines with the same seed hash alike, so even code whose work
+	// depends on hash order consumes the same fuel on every worker. The
+	// price is a secret that is the same everywhere and never rotates
+	// (docs/security.md).
+	HashSeed *uint32
 }
 
 // InitStats are measurements of NewEngine.
@@ -219,6 +226,11 @@ func (e *Engine) preInitialise(ctx context.Context) error {
 	}
 	if _, err := mod.ExportedFunction("_initialize").Call(ctx); err != nil {
 		return fmt.Errorf("sandbox: _initialize trapped: %w", err)
+	}
+	if seed := e.cfg.HashSeed; seed != nil {
+		if _, err := mod.ExportedFunction("eryx_set_hash_seed").Call(ctx, uint64(*seed)); err != nil {
+			return fmt.Errorf("sandbox: setting the hash seed: %w", err)
+		}
 	}
 	res, err := mod.ExportedFunction("eryx_init").Call(ctx)
 	if err != nil {

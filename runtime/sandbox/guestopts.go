@@ -19,6 +19,8 @@ type guestOptions struct {
 	Network json.RawMessage `json:"network,omitempty"`
 	// Packages are the guest paths of the package archives, for sys.path.
 	Packages []string `json:"packages,omitempty"`
+	// Env is set in os.environ (and eryx.secret) for the execution.
+	Env map[string]string `json:"env,omitempty"`
 }
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -52,7 +54,7 @@ func (sb *Sandbox) guestOptions(ctx context.Context, opts *ExecOptions, extra ma
 	if extra != nil {
 		return json.Marshal(extra)
 	}
-	g := guestOptions{Trace: opts.OnTrace != nil, Network: opts.Network}
+	g := guestOptions{Trace: opts.OnTrace != nil, Network: opts.Network, Env: opts.Env}
 	for _, p := range opts.Packages {
 		g.Packages = append(g.Packages, p.File())
 	}

@@ -41,9 +41,10 @@ func (e *Engine) instantiateHostModules(ctx context.Context) error {
 }
 
 // hostPreempt is the hook the loop checks call whenever the countdown runs
-// out: every preemptBudget loop iterations, or at once when the watchdog
-// zeroes the countdown. Returning to Go here is also what lets the Go
-// scheduler and garbage collector reach a goroutine running guest code.
+// out: every preemptBudget loop iterations, when the execution's fuel is
+// used up, or at once when the watchdog zeroes the countdown. Returning to
+// Go here is also what lets the Go scheduler and garbage collector reach a
+// goroutine running guest code.
 func hostPreempt(ctx context.Context, mod api.Module) {
 	st := stateFrom(ctx)
 	if st == nil {
@@ -58,16 +59,43 @@ func hostPreempt(ctx context.Context, mod api.Module) {
 	// phase on, so a refill here can never hide a stop request.
 	sb.preemptMu.Lock()
 	phase := st.phase.Load()
+	outOfFuel := false
 	if phase != phaseHard && sb.countdown != nil {
-		sb.countdown.Set(preemptBudget)
+		next := st.fuel.refill(countdownValue(sb.countdown))
+		if next == 0 {
+			switch {
+			case phase != phaseRunning:
+				// Already being stopped for another reason: that stop
+				// decides, so keep the guest unwinding until it lands.
+				next = preemptBudget
+				st.fuel.given += preemptBudget
+			case !st.fuel.exhausted:
+				st.fuel.exhausted, outOfFuel = true, true
+				st.fuel.limit += fuelReserve
+				next = st.fuel.refill(0)
+			default:
+				// The reserve is gone too.
+				sb.preemptMu.Unlock()
+				panic(sys.NewExitError(exitPreempted))
+			}
+		}
+		sb.countdown.Set(uint64(next))
 	}
 	sb.preemptMu.Unlock()
+	if outOfFuel {
+		// The watchdog takes it from here (wakes sleeps, abandons host
+		// calls); the interrupt is queued right now, at a point that is the
+		// same on every run.
+		close(st.fuelOut)
+		phase = phaseSoft
+	}
 	switch phase {
 	case phaseSoft:
 		if !st.softSent {
 			st.softSent = true
 			// Queue a KeyboardInterrupt for the interpreter's next check. If
-			// the guest swallows it, the watchdog's hard stop follows.
+			// the guest swallows it, the watchdog's hard stop follows (or,
+			// out of fuel, the end of the reserve).
 			if _, err := sb.fnInterrupt.Call(ctx); err != nil {
 				panic(err)
 			}

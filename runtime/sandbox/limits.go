@@ -19,11 +19,18 @@ const (
 	DefaultHostCallsRunning = 16
 	DefaultTraceEvents      = 10_000
 	DefaultTraceBytes       = 4 << 20
+	// DefaultFuel is the compute budget (loop iterations of the
+	// interpreter, see Limits.Fuel): generous, tens of minutes of CPU at
+	// the 2-7e7 units a second measured, so that the wall-clock timeout
+	// normally binds first.
+	DefaultFuel = 100_000_000_000
 	// MaxTraceEventBytes bounds one trace event; larger ones are dropped.
 	MaxTraceEventBytes = 64 << 10
 	// MaxMemoryBytes is the most any sandbox may be given (wasm32 addresses
 	// at most 4 GiB; keeping well below bounds a host's exposure).
 	MaxMemoryBytes = 2 << 30
+	// MaxFuel keeps fuel arithmetic far from overflowing.
+	MaxFuel = 1 << 62
 	// minMemoryBytes leaves room for the pre-initialised interpreter.
 	minMemoryBytes = 32 << 20
 )
@@ -62,6 +69,13 @@ type Limits struct {
 	// is delivered and Result.TraceTruncated is set.
 	TraceEvents int
 	TraceBytes  int
+	// Fuel is the execution's compute budget in units of one executed loop
+	// head of the interpreter (wasm level: Python loops and C loops alike).
+	// Unlike Timeout it does not depend on the machine or its load: the same
+	// code given the same input consumes the same fuel. Exhausting it ends
+	// the execution with StatusFuelExhausted. It needs preemption (the
+	// default); without it fuel is neither counted nor enforced.
+	Fuel uint64
 }
 
 // withDefaults returns l with zero fields replaced by the defaults.
@@ -96,6 +110,9 @@ func (l Limits) withDefaults() Limits {
 	if l.TraceBytes == 0 {
 		l.TraceBytes = DefaultTraceBytes
 	}
+	if l.Fuel == 0 {
+		l.Fuel = DefaultFuel
+	}
 	return l
 }
 
@@ -119,6 +136,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("%w: negative host call limit", ErrInvalidLimits)
 	case l.TraceEvents < 0 || l.TraceBytes < 0:
 		return fmt.Errorf("%w: negative trace limit", ErrInvalidLimits)
+	case l.Fuel > MaxFuel:
+		return fmt.Errorf("%w: fuel %d is above the maximum %d", ErrInvalidLimits, l.Fuel, uint64(MaxFuel))
 	}
 	return nil
 }

@@ -29,6 +29,8 @@ var (
 	// ErrLimitExceeded: the execution was stopped for exceeding a host-side
 	// budget; the error also wraps the *LimitError naming it.
 	ErrLimitExceeded = errors.New("sandbox: limit exceeded")
+	// ErrFuelExhausted: the execution consumed its Limits.Fuel.
+	ErrFuelExhausted = errors.New("sandbox: fuel exhausted")
 )
 
 // Names of the limits a LimitError reports (part of the job protocol).
@@ -64,6 +66,8 @@ const (
 	// StatusLimit: the execution was stopped for exceeding a host-side
 	// budget (Result.Limit).
 	StatusLimit Status = "limit_exceeded"
+	// StatusFuelExhausted: the execution consumed its Limits.Fuel.
+	StatusFuelExhausted Status = "fuel_exhausted"
 )
 
 // PythonError describes an exception raised by the user's code.
@@ -108,8 +112,11 @@ type Result struct {
 	ValueError string       `json:"result_error,omitempty"`
 	Error      *PythonError `json:"error,omitempty"`
 	// ExitCode is set when Status is StatusExit.
-	ExitCode *int  `json:"exit_code,omitempty"`
-	Stats    Stats `json:"stats"`
+	ExitCode *int `json:"exit_code,omitempty"`
+	// FuelConsumed is the fuel the execution used (see Limits.Fuel); 0
+	// without preemption. Exact unless a timeout or cancel stopped it.
+	FuelConsumed uint64 `json:"fuel_consumed"`
+	Stats        Stats  `json:"stats"`
 
 	skipped []SkippedVariable // session operations only
 }

@@ -54,6 +54,9 @@ type ExecOptions struct {
 	Network json.RawMessage
 	// Packages are made importable (read-only) for this execution.
 	Packages []*Package
+	// Env are environment variables of this execution only (os.environ
+	// and eryx.secret): the placeholders of a job's secrets.
+	Env map[string]string
 }
 
 // Sandbox is one isolated interpreter. Executions on a sandbox are
@@ -235,11 +238,13 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	sb.setCapture(capt)
 	defer sb.setCapture(nil)
 	st := &execState{sb: sb, interrupt: make(chan struct{}), opts: opts, limitHit: make(chan struct{}),
-		trace: traceBudget{maxEvents: lim.TraceEvents, maxBytes: lim.TraceBytes}}
+		fuelOut: make(chan struct{}),
+		trace:   traceBudget{maxEvents: lim.TraceEvents, maxBytes: lim.TraceBytes}}
 	st.calls = newHostCalls(ctx, opts, lim, st.exceeded)
 	sb.mem.setLimit(lim.MemoryBytes)
 	sb.pkgs.set(opts.Packages)
 	sb.mem.failed.Store(false)
+	sb.startFuel(st, lim.Fuel)
 
 	start := time.Now()
 	done := make(chan struct{})
@@ -262,12 +267,19 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 		}
 	default:
 	}
+	if st.fuel.exhausted {
+		// Fuel is only declared exhausted while nothing else is stopping
+		// the execution, so it came first; the watchdog may not have seen
+		// it before the code returned.
+		st.reason, st.cause, st.limit = ErrFuelExhausted, nil, nil
+	}
 
 	res := &Result{
 		Stdout:          capt.stdout.String(),
 		Stderr:          capt.stderr.String(),
 		OutputTruncated: capt.truncated,
 		TraceTruncated:  st.trace.truncated,
+		FuelConsumed:    sb.fuelConsumed(st),
 		Stats: Stats{
 			Duration:        time.Since(start),
 			PeakMemoryBytes: sb.mem.peak(),
@@ -320,6 +332,18 @@ func (sb *Sandbox) watchdog(ctx context.Context, st *execState, timeout time.Dur
 		st.reason = ErrTimeout
 	case <-st.limitHit:
 		st.reason, st.cause = ErrLimitExceeded, st.limit
+	case <-st.fuelOut:
+		// The hook has queued the interrupt and counts the reserve down;
+		// here only what it cannot do. The timeout stays a backstop.
+		st.reason = ErrFuelExhausted
+		close(st.interrupt)
+		st.calls.cancel()
+		select {
+		case <-done:
+		case <-timer.C:
+			sb.preemptNow(st, phaseHard)
+		}
+		return
 	case <-ctx.Done():
 		st.reason = ErrCancelled
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -349,6 +373,10 @@ func (sb *Sandbox) preemptNow(st *execState, phase int32) {
 	defer sb.preemptMu.Unlock()
 	st.phase.Store(phase)
 	if sb.countdown != nil {
+		// Keep the fuel count: what was left in the countdown was not used.
+		// (The guest may decrement concurrently, so after a stop the count
+		// is only approximate.)
+		st.fuel.given = st.fuel.consumed(countdownValue(sb.countdown))
 		sb.countdown.Set(0)
 	}
 }
@@ -364,6 +392,12 @@ func (sb *Sandbox) finish(ctx context.Context, st *execState, res *Result, callE
 		switch {
 		case errors.Is(st.reason, ErrTimeout):
 			res.Status = StatusTimeout
+		case errors.Is(st.reason, ErrFuelExhausted):
+			res.Status = StatusFuelExhausted
+			limit := st.fuel.limit - fuelReserve
+			res.Error = &PythonError{Type: "eryx.FuelExhausted",
+				Message: fmt.Sprintf("fuel limit %d exhausted", limit)}
+			return res, fmt.Errorf("%w: limit %d", ErrFuelExhausted, limit)
 		case errors.Is(st.reason, ErrLimitExceeded):
 			res.Status, res.Limit = StatusLimit, st.limit
 			res.Error = &PythonError{Type: "eryx.LimitExceeded", Message: st.limit.Error()}
@@ -456,6 +490,9 @@ func mergeLimits(base, over Limits) Limits {
 	if over.TraceBytes != 0 {
 		base.TraceBytes = over.TraceBytes
 	}
+	if over.Fuel != 0 {
+		base.Fuel = over.Fuel
+	}
 	return base.withDefaults()
 }
 
@@ -480,6 +517,8 @@ type execState struct {
 	outcome   []byte
 	snapshot  []byte // session state reported by a snapshot operation
 	trace     traceBudget
+	fuel      fuelMeter     // guarded by sb.preemptMu
+	fuelOut   chan struct{} // closed by the hook when the fuel is used up
 
 	limitOnce sync.Once
 	limit     *LimitError   // the budget exceeded first; set before limitHit closes
