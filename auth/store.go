@@ -244,7 +244,7 @@ func newUID() (string, error) {
 
 // AddTenant creates a tenant, or fails with ErrTenantExists.
 func (s *Store) AddTenant(ctx context.Context, t Tenant) (Tenant, error) {
-	if err := ValidTenant(t.Name); err != nil {
+	if err := validTenant(t.Name); err != nil {
 		return Tenant{}, err
 	}
 	for _, q := range t.Queues {
@@ -302,7 +302,7 @@ func (s *Store) SetQuotas(ctx context.Context, name string, q Quotas) (Tenant, e
 
 // Tenant returns one tenant, or ErrUnknownTenant.
 func (s *Store) Tenant(ctx context.Context, name string) (Tenant, error) {
-	if err := ValidTenant(name); err != nil {
+	if err := validTenant(name); err != nil {
 		return Tenant{}, err
 	}
 	var t Tenant

@@ -497,7 +497,12 @@ func (c *Client) Lookup(ctx context.Context, id string) (*Result, error) {
 		}
 		return nil, err
 	}
-	msg, err := FirstResult(ctx, stream, c.subjects.Event(c.tenant, id, EventResult))
+	// The last message on the subject, by direct get: the subject is in
+	// the request's subject, which the submitter's permissions scope to
+	// its tenant (a get by sequence carries it in the payload, which they
+	// cannot see). Workers publish results with a compare-and-set, so the
+	// subject's last message is its only one.
+	msg, err := stream.GetLastMsgForSubject(ctx, c.subjects.Event(c.tenant, id, EventResult))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, ErrNoResult
 	}
@@ -508,7 +513,9 @@ func (c *Client) Lookup(ctx context.Context, id string) (*Result, error) {
 }
 
 // FirstResult reads the first message on a result subject of the results
-// stream: the one the workers' compare-and-set let through.
+// stream: the one the workers' compare-and-set let through. It needs a
+// get by sequence, which only workers are allowed (submitters use
+// Lookup).
 func FirstResult(ctx context.Context, results jetstream.Stream, subject string) (*jetstream.RawStreamMsg, error) {
 	return results.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
 }

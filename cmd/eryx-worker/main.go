@@ -26,6 +26,7 @@ import (
 
 	"github.com/eryx-dev/eryx/callbacks/catalogue"
 	"github.com/eryx-dev/eryx/internal/embednats"
+	"github.com/eryx-dev/eryx/auth"
 	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/jobs/worker"
 	"github.com/eryx-dev/eryx/kvstate"
@@ -330,6 +331,7 @@ func connect(url string, cfg Config, log *slog.Logger) (*nats.Conn, error) {
 	if cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
 	}
+	opts = append(opts, auth.ConnectOptions(cfg.SubjectPrefix, auth.RoleWorker, cfg.Queue)...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
