@@ -245,12 +245,27 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 	pub = append(pub,
 		// dead-lettering deletes the job from the work queue
 		"$JS.API.STREAM.MSG.DELETE."+s.JobsStream(),
+		// jobs on a subject without a valid tenant are dropped
+		"$JS.API.STREAM.PURGE."+s.JobsStream(),
 		"$JS.API.STREAM.MSG.DELETE."+kv,
 		"$JS.API.STREAM.PURGE."+kv,
 		"$JS.API.STREAM.PURGE."+blobs,
 	)
-	pub = append(pub, consumerAPI(s.JobsStream(), s.ConsumerName(queue))...)
-	pub = append(pub, consumerAPI(s.AdvisoriesStream(), "dlq-"+s.ConsumerName(queue))...)
+	// One consumer per tenant of the queue (fair share): the consumer's
+	// filter is in the create request's subject, so a worker can only
+	// create consumers on its queue's jobs. Pulling is by consumer name,
+	// and names cannot be matched by prefix: a worker could pull from
+	// another queue's consumers (see docs/security.md).
+	pub = append(pub,
+		"$JS.API.CONSUMER.CREATE."+s.JobsStream()+".*."+s.QueueJobs(queue),
+		"$JS.API.CONSUMER.INFO."+s.JobsStream()+".*",
+		"$JS.API.CONSUMER.MSG.NEXT."+s.JobsStream()+".*",
+		"$JS.API.CONSUMER.DELETE."+s.JobsStream()+"."+s.ConsumerName(queue), // the catch-all consumer of before
+		"$JS.API.CONSUMER.CREATE."+s.AdvisoriesStream()+".*."+jobs.MaxDeliveriesAdvisory(s.JobsStream(), "*"),
+		"$JS.API.CONSUMER.INFO."+s.AdvisoriesStream()+".*",
+		"$JS.API.CONSUMER.MSG.NEXT."+s.AdvisoriesStream()+".*",
+		"$JS.API.CONSUMER.DELETE."+s.AdvisoriesStream()+".dlq-"+s.ConsumerName(queue),
+	)
 	for _, st := range []string{kv, blobs, pkgs} {
 		pub = append(pub, consumerAPI(st, "*")...)
 	}
@@ -264,6 +279,8 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 		Sub: jwt.Permission{Allow: []string{
 			s.AllCancels(),
 			s.WorkerHolds(queue),
+			// the fair-share doorbell: which tenants just queued jobs
+			s.QueueJobs(queue),
 			InboxPrefix(p, RoleWorker, queue) + ".>",
 		}},
 		Resp: responses,

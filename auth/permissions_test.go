@@ -206,7 +206,7 @@ func workerFlow(t *testing.T, w, a *conn) {
 		t.Fatal(err)
 	}
 	cons, err := w.js.CreateOrUpdateConsumer(ctx, "ERYX_JOBS", jetstream.ConsumerConfig{
-		Durable: "workers-default", FilterSubject: "eryx.jobs.default.*", AckPolicy: jetstream.AckExplicitPolicy,
+		Durable: "workers-default~a", FilterSubject: "eryx.jobs.default.a", AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	if err != nil {
 		t.Fatalf("worker consumer: %v", err)

@@ -41,7 +41,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		d.seq, d.attempt, d.queued = meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
 	}
 	// Held from the start: the dead-letter check must see it as running.
-	w.held.add(d.seq)
+	w.held.add(d.seq, msg.Subject())
 	defer w.held.remove(d.seq)
 	_, tenant, ok := w.cfg.Subjects.ParseJobs(msg.Subject())
 	if !ok {
