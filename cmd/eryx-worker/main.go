@@ -24,9 +24,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/eryx-dev/eryx/auth"
 	"github.com/eryx-dev/eryx/callbacks/catalogue"
 	"github.com/eryx-dev/eryx/internal/embednats"
-	"github.com/eryx-dev/eryx/auth"
 	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/jobs/worker"
 	"github.com/eryx-dev/eryx/kvstate"
