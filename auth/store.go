@@ -61,6 +61,9 @@ type Quotas struct {
 	// MaxRunning is how many of the tenant's jobs may run at once.
 	MaxRunning int `json:"max_running,omitempty"`
 	// MaxQueued is how many of the tenant's jobs may wait in the queue.
+	// Enforced by the jobs stream's per-subject limit, which is one value
+	// for every tenant (the workers' ERYX_MAX_QUEUED_PER_TENANT): a
+	// tenant's own value is not enforced apart from it yet.
 	MaxQueued int `json:"max_queued,omitempty"`
 	// SubmissionsPerSecond is the sustained rate of new jobs (burst: one
 	// second's worth).
@@ -75,7 +78,7 @@ type Quotas struct {
 // DefaultQuotas are the limits of a tenant that sets none.
 var DefaultQuotas = Quotas{
 	MaxRunning:           8,
-	MaxQueued:            1000,
+	MaxQueued:            jobs.DefaultMaxQueuedPerTenant,
 	SubmissionsPerSecond: 20,
 	MemoryPerJob:         128 << 20,
 	ExecSecondsPerHour:   3600,

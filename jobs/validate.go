@@ -29,6 +29,7 @@ const (
 	CodeInvalidTenant      RejectCode = "invalid_tenant"      // the job's tenant field names another tenant than its subject
 	CodePackageMismatch    RejectCode = "package_mismatch"    // a pinned package's content has another hash
 	CodeSessionTampered    RejectCode = "session_tampered"    // the session's snapshot fails its integrity check
+	CodeQuotaExceeded      RejectCode = "quota_exceeded"      // a tenant quota (Result.Limit names it; retry after RetryAfterMS)
 )
 
 // RejectError is why a job is rejected. Compare with errors.Is against the
@@ -36,6 +37,10 @@ const (
 type RejectError struct {
 	Code   RejectCode
 	Reason string
+	// Limit and RetryAfter are set for quota_exceeded: the quota, and
+	// how long until it would admit the job.
+	Limit      string
+	RetryAfter time.Duration
 }
 
 func (e *RejectError) Error() string {
@@ -64,6 +69,7 @@ var (
 	ErrNotAllowed         = &RejectError{Code: CodeNotAllowed}
 	ErrUnsupported        = &RejectError{Code: CodeUnsupported}
 	ErrTenantMismatch     = &RejectError{Code: CodeInvalidTenant}
+	ErrQuotaExceeded      = &RejectError{Code: CodeQuotaExceeded}
 	ErrPackageMismatch    = &RejectError{Code: CodePackageMismatch}
 	ErrSessionTampered    = &RejectError{Code: CodeSessionTampered}
 )

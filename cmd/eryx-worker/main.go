@@ -226,6 +226,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			EventsMaxPerSubject: cfg.EventsPerJob,
 			ResultsMaxBytes:     int64(cfg.ResultsMaxBytes), //nolint:gosec // the parser caps sizes at 2^62
 			Replicas:            cfg.Replicas,
+			MaxQueuedPerTenant:  cfg.MaxQueuedPerTenant,
 			Control:             jobs.ControlLimits{MaxMsgs: cfg.ControlMaxMsgs, MaxBytes: int64(cfg.ControlMaxBytes)}, //nolint:gosec // the parser caps sizes at 2^62
 		},
 		Policy: jobs.Policy{
@@ -256,6 +257,9 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 		Logger:        log,
 
 		CallbackInstallMax: cfg.CallbacksInstall,
+	}
+	if cfg.Quotas {
+		wcfg.Quotas = worker.StoreQuotas(js, cfg.SubjectPrefix)
 	}
 	if cfg.Callbacks {
 		cat := catalogue.New(ctx, nc, catalogue.Options{

@@ -236,6 +236,10 @@ func (s *scheduler) refresh(ctx context.Context) error {
 		q, tenant, ok := s.w.cfg.Subjects.ParseJobs(subject)
 		switch {
 		case ok && q == s.w.cfg.Queue && n > 0:
+			if s.w.quotas != nil {
+				// read before the tenant's jobs are picked (max_running)
+				s.w.quotas.limits(ctx, tenant)
+			}
 			s.mark(tenant)
 		case !ok && n > 0:
 			// No tenant to answer to, and no consumer would ever take
@@ -301,5 +305,38 @@ func dropLegacyConsumers(ctx context.Context, js jetstream.JetStream, s jobs.Sub
 	return nil
 }
 
-// maxRunning is how many jobs of tenant may run at once on this worker.
-func (w *Worker) maxRunning(string) int { return w.cfg.Concurrency }
+// maxRunning is how many jobs of tenant may run at once on this worker:
+// its max_running quota (as last read; the scheduler must not wait for
+// a lookup). Counted per worker: see docs/operations.md "Quotas".
+func (w *Worker) maxRunning(tenant string) int {
+	if w.quotas == nil {
+		return w.cfg.Concurrency
+	}
+	q, ok := w.quotas.cached(tenant)
+	if !ok {
+		// Not read yet (the first job reads them): one at a time.
+		return 1
+	}
+	return max(1, min(w.cfg.Concurrency, q.MaxRunning))
+}
+
+// admit applies the tenant's quotas to a job about to run.
+func (w *Worker) admit(ctx context.Context, d *delivery, job *jobs.Job, plan *jobs.Plan) error {
+	if w.quotas == nil {
+		return nil
+	}
+	err := w.quotas.admit(ctx, d.tenant, job, plan, d.queued, d.attempt <= 1)
+	if re, ok := jobs.AsReject(err); ok {
+		d.log.Warn("job over its tenant's quota", "limit", re.Limit, "retry_after", re.RetryAfter)
+		if o, ok := w.cfg.Observer.(quotaObserver); ok {
+			o.QuotaExceeded(d.tenant, re.Limit)
+		}
+	}
+	return err
+}
+
+// quotaObserver is implemented by an Observer that counts quota
+// rejections per tenant.
+type quotaObserver interface {
+	QuotaExceeded(tenant, limit string)
+}

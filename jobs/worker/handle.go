@@ -88,6 +88,9 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 	if err := jobs.CheckTenant(job, d.tenant); err != nil {
 		return w.rejectJob(ctx, d, err)
 	}
+	if err := w.admit(ctx, d, job, &plan); err != nil {
+		return w.rejectJob(ctx, d, err)
+	}
 	if w.cfg.SimulateCrash != nil && w.cfg.SimulateCrash(job, d.attempt) {
 		d.log.Warn("simulating a crash: abandoning the delivery")
 		return ""
@@ -226,7 +229,8 @@ func (w *Worker) rejectJob(ctx context.Context, d *delivery, err error) jobs.Sta
 		return ""
 	}
 	d.log.Info("job rejected", "code", re.Code, "reason", re.Reason)
-	return w.finish(ctx, d, &jobs.Result{Status: jobs.StatusRejected, Code: re.Code, Reason: re.Reason})
+	return w.finish(ctx, d, &jobs.Result{Status: jobs.StatusRejected, Code: re.Code, Reason: re.Reason,
+		Limit: re.Limit, RetryAfterMS: re.RetryAfter.Milliseconds()})
 }
 
 // execute runs the job's code. It returns nil when the job must not be

@@ -102,6 +102,10 @@ type Config struct {
 	SessionIdle time.Duration
 	// SnapshotBytes caps a session snapshot.
 	SnapshotBytes int
+	// Quotas are the tenants' quotas (StoreQuotas reads eryx-auth's);
+	// nil enforces none. max_running, submissions_per_second and
+	// exec_seconds_per_hour are counted by each worker on its own.
+	Quotas QuotaSource
 	// Observer gets metrics; nil for none.
 	Observer Observer
 	// OnBound, if set, is told each time a host-side bound is hit (one of
@@ -216,6 +220,7 @@ type Worker struct {
 	log       *slog.Logger
 
 	sched    *scheduler
+	quotas   *quotas // nil: no tenant quotas
 	jobs     jetstream.Stream
 	events   jetstream.Stream
 	results  jetstream.Stream
@@ -289,6 +294,9 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	// One consumer per tenant (created as tenants show up), taken in turn.
 	if err := dropLegacyConsumers(ctx, js, s, cfg.Queue, w.log); err != nil {
 		return nil, err
+	}
+	if cfg.Quotas != nil {
+		w.quotas = newQuotas(cfg.Quotas, w.log)
 	}
 	w.sched = newScheduler(w, w.maxRunning)
 	return w, nil
@@ -419,7 +427,12 @@ func (w *Worker) slotLoop(ctx, jobCtx context.Context) error {
 			w.sched.release(tq, false)
 			return nil //nolint:nilerr // stopping is not an error of the loop
 		}
+		started := time.Now()
 		w.handle(jobCtx, msg)
+		if w.quotas != nil {
+			// The slot's time is what the tenant used of the worker.
+			w.quotas.charge(tq.name, time.Since(started), time.Now())
+		}
 		w.sched.release(tq, false)
 	}
 	return nil
