@@ -340,3 +340,9 @@ func (w *Worker) admit(ctx context.Context, d *delivery, job *jobs.Job, plan *jo
 type quotaObserver interface {
 	QuotaExceeded(tenant, limit string)
 }
+
+// tenantObserver is implemented by an Observer that counts finished jobs
+// per tenant.
+type tenantObserver interface {
+	TenantJobFinished(tenant, status string)
+}
