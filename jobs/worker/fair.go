@@ -326,6 +326,11 @@ func (w *Worker) admit(ctx context.Context, d *delivery, job *jobs.Job, plan *jo
 		return nil
 	}
 	err := w.quotas.admit(ctx, d.tenant, job, plan, d.queued, d.attempt <= 1)
+	if err == nil && plan.MemoryBytes < w.cfg.Policy.MinMemoryBytes {
+		// A tenant quota below what the interpreter needs would never start.
+		err = quotaReject(QuotaMemoryPerJob, 0, "tenant %s's memory quota of %d MiB is below the %d MiB the interpreter needs",
+			d.tenant, plan.MemoryBytes>>20, w.cfg.Policy.MinMemoryBytes>>20)
+	}
 	if re, ok := jobs.AsReject(err); ok {
 		d.log.Warn("job over its tenant's quota", "limit", re.Limit, "retry_after", re.RetryAfter)
 		if o, ok := w.cfg.Observer.(quotaObserver); ok {

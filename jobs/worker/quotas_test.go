@@ -95,9 +95,11 @@ func TestQuotaMemoryPerJob(t *testing.T) {
 	url := startServer(t)
 	nc := connect(t, url)
 	cfg := testConfig("mem")
-	cfg.Quotas = fixedQuotas{"a": {MemoryPerJob: 64 << 20}}
+	cfg.Quotas = fixedQuotas{"a": {MemoryPerJob: 64 << 20}, "tiny": {MemoryPerJob: 16 << 20}}
 	startWorker(t, nc, cfg)
 	a, b := tenantClient(t, nc, "a"), tenantClient(t, nc, "b")
+	// A quota below what the interpreter needs rejects, never loops.
+	quotaRejected(t, runJob(t, tenantClient(t, nc, "tiny"), &jobs.Job{Code: "pass"}, jobs.Handlers{}), worker.QuotaMemoryPerJob)
 	res := runJob(t, a, &jobs.Job{Code: "pass", MemoryMB: 100}, jobs.Handlers{})
 	quotaRejected(t, res, worker.QuotaMemoryPerJob)
 	// Without memory_mb the job gets the tenant's 64 MiB, not the
