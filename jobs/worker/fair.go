@@ -143,16 +143,6 @@ func (s *scheduler) release(tq *tenantQueue, empty bool) {
 	s.notify()
 }
 
-// running is how many slots tenant holds.
-func (s *scheduler) runningOf(tenant string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if tq := s.tenants[tenant]; tq != nil {
-		return tq.running
-	}
-	return 0
-}
-
 // consumer returns the tenant's consumer, creating it if need be.
 func (s *scheduler) consumer(ctx context.Context, tq *tenantQueue) (jetstream.Consumer, error) {
 	tq.consMu.Lock()

@@ -68,8 +68,8 @@ func TestQuotaSubmissionRate(t *testing.T) {
 	admitted, rejected := 0, 0
 	for i, id := range ids {
 		res := waitResult(t, a, id)
-		switch {
-		case res.Status == jobs.StatusOK:
+		switch res.Status {
+		case jobs.StatusOK:
 			admitted++
 		default:
 			quotaRejected(t, res, worker.QuotaSubmissionRate)
