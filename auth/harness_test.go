@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/eryx-dev/eryx/auth"
+	"github.com/eryx-dev/eryx/jobs"
 )
 
 const prefix = "eryx"
@@ -298,24 +299,12 @@ func (c *conn) noViolation(t testing.TB, what string) {
 	}
 }
 
-// setupStreams creates the v2-layout streams (as an admin), the way
-// workers will.
+// setupStreams creates the platform's streams (as an admin) exactly as
+// workers do: jobs.Topology is the one definition of them.
 func setupStreams(t testing.TB, c *conn) {
 	t.Helper()
-	ctx := context.Background()
-	p := prefix
-	for _, cfg := range []jetstream.StreamConfig{
-		{Name: "ERYX_JOBS", Subjects: []string{p + ".jobs.*.*"}, Retention: jetstream.WorkQueuePolicy},
-		{Name: "ERYX_EVENTS", Subjects: []string{p + ".t.*.job.*.stdout", p + ".t.*.job.*.stderr", p + ".t.*.job.*.trace", p + ".events.barrier"}, AllowDirect: true},
-		{Name: "ERYX_RESULTS", Subjects: []string{p + ".t.*.job.*.result"}, AllowDirect: true},
-		{Name: "ERYX_CONTROL", Subjects: []string{p + ".t.*.cancel.*"}, AllowDirect: true},
-		{Name: "ERYX_DLQ", Subjects: []string{p + ".dlq.*.*"}},
-	} {
-		if _, err := c.js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			t.Fatalf("stream %s: %v", cfg.Name, err)
-		}
-	}
-	if _, err := c.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "ERYX_PACKAGES"}); err != nil {
+	top := jobs.Topology{Subjects: jobs.Subjects{Prefix: prefix}}
+	if err := top.EnsureStreams(context.Background(), c.js); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -10,12 +10,12 @@ package auth
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 
 	"github.com/eryx-dev/eryx/jobs"
 )
@@ -39,16 +39,11 @@ var Roles = []Role{RoleSubmitter, RoleWorker, RoleCallback, RoleAdmin}
 // cannot be used.
 var ErrInvalid = errors.New("auth: invalid")
 
-// DefaultTenant is the tenant of single-tenant deployments.
-const DefaultTenant = "default"
-
-var tenantRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
-// ValidTenant checks a tenant name: one subject token of lower-case
-// letters, digits, '-' and '_', at most 63 characters (docs/protocol.md).
-func ValidTenant(name string) error {
-	if !tenantRE.MatchString(name) {
-		return fmt.Errorf("%w tenant %q: want [a-z0-9][a-z0-9_-]{0,62}", ErrInvalid, name)
+// validTenant is jobs.ValidTenant (the one definition of a tenant name),
+// marked ErrInvalid as well for the callers of this package.
+func validTenant(name string) error {
+	if err := jobs.ValidTenant(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -100,6 +95,9 @@ func InboxPrefix(prefix string, role Role, name string) string {
 	}
 	switch role {
 	case RoleSubmitter:
+		if name == "" {
+			name = jobs.DefaultTenant
+		}
 		return "_INBOX." + prefix + ".t." + name
 	case RoleWorker:
 		if name == "" {
@@ -111,6 +109,15 @@ func InboxPrefix(prefix string, role Role, name string) string {
 	default:
 		return "_INBOX"
 	}
+}
+
+// ConnectOptions are the nats.Connect options an identity of role needs
+// under these permissions: today its inbox prefix (InboxPrefix). name is
+// the submitter's tenant or the worker's queue. Every eryx client passes
+// them, with or without authorization: on an open server they change
+// nothing but the inbox subjects.
+func ConnectOptions(prefix string, role Role, name string) []nats.Option {
+	return []nats.Option{nats.CustomInboxPrefix(InboxPrefix(prefix, role, name))}
 }
 
 // roleAuth is the auth service's own identity; it has no keys.
@@ -127,29 +134,28 @@ func SubmitterPermissions(prefix, tenant string, queues ...string) (jwt.Permissi
 	if err != nil {
 		return jwt.Permissions{}, err
 	}
-	if err := ValidTenant(tenant); err != nil {
+	if err := validTenant(tenant); err != nil {
 		return jwt.Permissions{}, err
 	}
-	p := s.Prefix
-	own := p + ".t." + tenant + ".>"
+	own := s.TenantPrefix(tenant) + ".>"
 	var pub []string
 	if len(queues) == 0 {
-		pub = append(pub, p+".jobs.*."+tenant)
+		pub = append(pub, s.Jobs("*", tenant))
 	}
 	for _, q := range queues {
 		if err := validToken("queue", q); err != nil {
 			return jwt.Permissions{}, err
 		}
-		pub = append(pub, p+".jobs."+q+"."+tenant)
+		pub = append(pub, s.Jobs(q, tenant))
 	}
-	pub = append(pub, p+".t."+tenant+".cancel.*")
+	pub = append(pub, s.Cancel(tenant, "*"))
 	for _, st := range []string{s.EventsStream(), s.ResultsStream()} {
 		pub = append(pub,
 			// js.Stream() needs the stream's info; it names subjects
 			// (job ids) and counts, never contents.
 			"$JS.API.STREAM.INFO."+st,
-			// Direct get of the last message on a subject: the subject is
-			// in the API subject, so the permission scopes it. The other
+			// Direct get of the last message on a subject: the subject is in
+			// the API subject, so the permission scopes it. The other
 			// forms (by sequence, next-by-subject) carry the subject in the
 			// payload and are not allowed.
 			"$JS.API.DIRECT.GET."+st+"."+own,
@@ -161,11 +167,12 @@ func SubmitterPermissions(prefix, tenant string, queues ...string) (jwt.Permissi
 			"$JS.API.CONSUMER.DELETE."+st+".*",
 		)
 	}
+	jobSubjects := s.TenantPrefix(tenant) + ".job.>"
 	return jwt.Permissions{
-		Pub: jwt.Permission{Allow: pub, Deny: append(denyAll(), p+".t."+tenant+".job.>")},
+		Pub: jwt.Permission{Allow: pub, Deny: append(denyAll(), jobSubjects)},
 		Sub: jwt.Permission{Allow: []string{
-			p + ".t." + tenant + ".job.>",
-			InboxPrefix(p, RoleSubmitter, tenant) + ".>",
+			jobSubjects,
+			InboxPrefix(s.Prefix, RoleSubmitter, tenant) + ".>",
 		}},
 	}, nil
 }
@@ -217,22 +224,20 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 	blobs := "OBJ_" + s.SessionBlobsBucket()
 	pkgs := "OBJ_" + s.PackagesBucket()
 	authKV := "KV_" + authBucket(s)
-	pub := []string{
-		p + ".t.*.job.*.stdout", p + ".t.*.job.*.stderr", p + ".t.*.job.*.trace",
-		p + ".t.*.job.*.result",
-		p + ".events.barrier",
-		p + ".t.*.cancel.*",
-		p + ".dlq." + queue + ".*",
-		p + ".workers." + queue + ".holds",
-		p + ".cb.>",
+	pub := append(s.EventsStreamSubjects(), // every tenant's stdout, stderr, trace; the barrier
+		s.AllResults(),
+		s.AllCancels(),
+		s.DeadLetter(queue, "*"),
+		s.WorkerHolds(queue),
+		p+".cb.>",
 		"$SRV.>",
-		"$JS.ACK." + s.JobsStream() + ".>",
-		"$JS.ACK." + s.AdvisoriesStream() + ".>",
+		"$JS.ACK."+s.JobsStream()+".>",
+		"$JS.ACK."+s.AdvisoriesStream()+".>",
 		"$JS.FC.>",
-		"$KV." + s.SessionsBucket() + ".>",
-		"$O." + s.SessionBlobsBucket() + ".>",
+		"$KV."+s.SessionsBucket()+".>",
+		"$O."+s.SessionBlobsBucket()+".>",
 		"$JS.API.INFO",
-	}
+	)
 	for _, st := range []string{s.JobsStream(), s.EventsStream(), s.ResultsStream(), s.ControlStream(),
 		s.DeadLetterStream(), s.AdvisoriesStream(), kv, blobs, pkgs} {
 		pub = append(pub, streamAPI(st)...)
@@ -240,12 +245,27 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 	pub = append(pub,
 		// dead-lettering deletes the job from the work queue
 		"$JS.API.STREAM.MSG.DELETE."+s.JobsStream(),
+		// jobs on a subject without a valid tenant are dropped
+		"$JS.API.STREAM.PURGE."+s.JobsStream(),
 		"$JS.API.STREAM.MSG.DELETE."+kv,
 		"$JS.API.STREAM.PURGE."+kv,
 		"$JS.API.STREAM.PURGE."+blobs,
 	)
-	pub = append(pub, consumerAPI(s.JobsStream(), s.ConsumerName(queue))...)
-	pub = append(pub, consumerAPI(s.AdvisoriesStream(), "dlq-"+s.ConsumerName(queue))...)
+	// One consumer per tenant of the queue (fair share): the consumer's
+	// filter is in the create request's subject, so a worker can only
+	// create consumers on its queue's jobs. Pulling is by consumer name,
+	// and names cannot be matched by prefix: a worker could pull from
+	// another queue's consumers (see docs/security.md).
+	pub = append(pub,
+		"$JS.API.CONSUMER.CREATE."+s.JobsStream()+".*."+s.QueueJobs(queue),
+		"$JS.API.CONSUMER.INFO."+s.JobsStream()+".*",
+		"$JS.API.CONSUMER.MSG.NEXT."+s.JobsStream()+".*",
+		"$JS.API.CONSUMER.DELETE."+s.JobsStream()+"."+s.ConsumerName(queue), // the catch-all consumer of before
+		"$JS.API.CONSUMER.CREATE."+s.AdvisoriesStream()+".*."+jobs.MaxDeliveriesAdvisory(s.JobsStream(), "*"),
+		"$JS.API.CONSUMER.INFO."+s.AdvisoriesStream()+".*",
+		"$JS.API.CONSUMER.MSG.NEXT."+s.AdvisoriesStream()+".*",
+		"$JS.API.CONSUMER.DELETE."+s.AdvisoriesStream()+".dlq-"+s.ConsumerName(queue),
+	)
 	for _, st := range []string{kv, blobs, pkgs} {
 		pub = append(pub, consumerAPI(st, "*")...)
 	}
@@ -257,8 +277,10 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: pub, Deny: append(denyAll(), p+".jobs.>")},
 		Sub: jwt.Permission{Allow: []string{
-			p + ".t.*.cancel.*",
-			p + ".workers." + queue + ".holds",
+			s.AllCancels(),
+			s.WorkerHolds(queue),
+			// the fair-share doorbell: which tenants just queued jobs
+			s.QueueJobs(queue),
 			InboxPrefix(p, RoleWorker, queue) + ".>",
 		}},
 		Resp: responses,

@@ -155,6 +155,20 @@ func TestPermissionMatrix(t *testing.T) {
 			}
 			_ = w.Publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ERYX_JOBS.workers-default", nil)
 			w.violation(t, "worker forging an advisory", "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ERYX_JOBS.workers-default")
+			// Consumers on the jobs stream only on its own queue's subjects.
+			for _, subj := range []string{
+				"$JS.API.CONSUMER.CREATE.ERYX_JOBS.workers-other~a.eryx.jobs.other.a",
+				"$JS.API.CONSUMER.CREATE.ERYX_JOBS.x", // unfiltered
+				"$JS.API.CONSUMER.CREATE.ERYX_JOBS.x.eryx.jobs.>",
+			} {
+				_ = w.PublishRequest(subj, w.NewInbox(), []byte(`{}`))
+				w.violation(t, "worker creating a consumer beyond its queue", subj)
+			}
+			// The fair-share doorbell of its own queue is allowed.
+			if _, err := w.SubscribeSync("eryx.jobs.default.*"); err != nil {
+				t.Fatal(err)
+			}
+			w.noViolation(t, "worker doorbell")
 		})
 
 		t.Run("even an admin cannot forge advisories", func(t *testing.T) {
@@ -206,7 +220,7 @@ func workerFlow(t *testing.T, w, a *conn) {
 		t.Fatal(err)
 	}
 	cons, err := w.js.CreateOrUpdateConsumer(ctx, "ERYX_JOBS", jetstream.ConsumerConfig{
-		Durable: "workers-default", FilterSubject: "eryx.jobs.default.*", AckPolicy: jetstream.AckExplicitPolicy,
+		Durable: "workers-default~a", FilterSubject: "eryx.jobs.default.a", AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	if err != nil {
 		t.Fatalf("worker consumer: %v", err)

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -61,6 +62,9 @@ type Quotas struct {
 	// MaxRunning is how many of the tenant's jobs may run at once.
 	MaxRunning int `json:"max_running,omitempty"`
 	// MaxQueued is how many of the tenant's jobs may wait in the queue.
+	// Enforced by the jobs stream's per-subject limit, which is one value
+	// for every tenant (the workers' ERYX_MAX_QUEUED_PER_TENANT): a
+	// tenant's own value is not enforced apart from it yet.
 	MaxQueued int `json:"max_queued,omitempty"`
 	// SubmissionsPerSecond is the sustained rate of new jobs (burst: one
 	// second's worth).
@@ -75,10 +79,18 @@ type Quotas struct {
 // DefaultQuotas are the limits of a tenant that sets none.
 var DefaultQuotas = Quotas{
 	MaxRunning:           8,
-	MaxQueued:            1000,
+	MaxQueued:            jobs.DefaultMaxQueuedPerTenant,
 	SubmissionsPerSecond: 20,
 	MemoryPerJob:         128 << 20,
 	ExecSecondsPerHour:   3600,
+}
+
+// NoQuotas are the limits of a deployment without eryx-auth (no tenant
+// records): none beyond the worker's own, so that a single-tenant install
+// is not throttled by defaults meant for strangers sharing a fleet.
+func NoQuotas() Quotas {
+	return Quotas{MaxRunning: math.MaxInt32, MaxQueued: math.MaxInt32, SubmissionsPerSecond: math.MaxInt32,
+		MemoryPerJob: math.MaxInt64, ExecSecondsPerHour: math.MaxInt32}
 }
 
 // WithDefaults fills every zero limit with its default.
@@ -244,7 +256,7 @@ func newUID() (string, error) {
 
 // AddTenant creates a tenant, or fails with ErrTenantExists.
 func (s *Store) AddTenant(ctx context.Context, t Tenant) (Tenant, error) {
-	if err := ValidTenant(t.Name); err != nil {
+	if err := validTenant(t.Name); err != nil {
 		return Tenant{}, err
 	}
 	for _, q := range t.Queues {
@@ -302,7 +314,7 @@ func (s *Store) SetQuotas(ctx context.Context, name string, q Quotas) (Tenant, e
 
 // Tenant returns one tenant, or ErrUnknownTenant.
 func (s *Store) Tenant(ctx context.Context, name string) (Tenant, error) {
-	if err := ValidTenant(name); err != nil {
+	if err := validTenant(name); err != nil {
 		return Tenant{}, err
 	}
 	var t Tenant

@@ -145,10 +145,10 @@ func TestHostileLoad(t *testing.T) {
 		for i := range 20000 {
 			_ = nc.Publish(s.Cancel(jobs.DefaultTenant, fmt.Sprintf("nobody-%d-%d", round, i)), []byte("flood"))
 		}
-		advisory := jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default")
+		advisory := jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default~default")
 		for seq := 1; seq <= 200; seq++ {
 			data, _ := json.Marshal(map[string]any{"type": "io.nats.jetstream.advisory.v1.max_deliver",
-				"stream": "ERYX_JOBS", "consumer": "workers-default", "stream_seq": seq, "deliveries": 3})
+				"stream": "ERYX_JOBS", "consumer": "workers-default~default", "stream_seq": seq, "deliveries": 3})
 			_ = nc.Publish(advisory, data)
 		}
 		_ = nc.Publish(s.Jobs("", jobs.DefaultTenant), []byte(`{"id":"victim","x":1}`))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -26,6 +27,9 @@ var (
 	// Nats-Msg-Id that disagrees with its id, or it was answered under
 	// another id). Submit again under a new id.
 	ErrIDTaken = errors.New("jobs: the job id is held by a different message")
+	// ErrQueueFull: the tenant has as many jobs queued on the queue as
+	// the jobs stream takes (Topology.MaxQueuedPerTenant); submit later.
+	ErrQueueFull = errors.New("jobs: the tenant's queue is full (max_queued)")
 )
 
 // DefaultMaxAttempts is the workers' default ERYX_MAX_DELIVER: a watcher
@@ -140,6 +144,10 @@ func (c *Client) Submit(ctx context.Context, queue string, job *Job) (_ *Submiss
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 			return nil, fmt.Errorf("%w: %w", ErrNoStreams, err)
+		}
+		if strings.Contains(err.Error(), "maximum messages per subject exceeded") {
+			// the server's ErrMaxMsgsPerSubject, which has no code of its own
+			return nil, fmt.Errorf("%w: job %s: %w", ErrQueueFull, job.ID, err)
 		}
 		return nil, fmt.Errorf("jobs: publishing job %s: %w", job.ID, err)
 	}
@@ -497,7 +505,12 @@ func (c *Client) Lookup(ctx context.Context, id string) (*Result, error) {
 		}
 		return nil, err
 	}
-	msg, err := FirstResult(ctx, stream, c.subjects.Event(c.tenant, id, EventResult))
+	// The last message on the subject, by direct get: the subject is in
+	// the request's subject, which the submitter's permissions scope to
+	// its tenant (a get by sequence carries it in the payload, which they
+	// cannot see). Workers publish results with a compare-and-set, so the
+	// subject's last message is its only one.
+	msg, err := stream.GetLastMsgForSubject(ctx, c.subjects.Event(c.tenant, id, EventResult))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, ErrNoResult
 	}
@@ -508,7 +521,9 @@ func (c *Client) Lookup(ctx context.Context, id string) (*Result, error) {
 }
 
 // FirstResult reads the first message on a result subject of the results
-// stream: the one the workers' compare-and-set let through.
+// stream: the one the workers' compare-and-set let through. It needs a
+// get by sequence, which only workers are allowed (submitters use
+// Lookup).
 func FirstResult(ctx context.Context, results jetstream.Stream, subject string) (*jetstream.RawStreamMsg, error) {
 	return results.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
 }

@@ -103,10 +103,14 @@ type Result struct {
 	// "truncated"), or an event was too large.
 	TraceTruncated bool `json:"trace_truncated,omitempty"`
 	// Limit names the host-side budget that stopped the job (its error is
-	// then eryx.LimitExceeded): see docs/protocol.md.
+	// then eryx.LimitExceeded), or the tenant quota that rejected it
+	// (code quota_exceeded): see docs/protocol.md.
 	Limit string `json:"limit,omitempty"`
 	// FuelConsumed is the fuel the job used; 0 when it did not run.
 	FuelConsumed uint64 `json:"fuel_consumed,omitempty"`
+	// RetryAfterMS is, for quota_exceeded, how long until the quota would
+	// admit the job (0: as soon as one of the tenant's jobs ends).
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 
 	// Result is the JSON value of the code's `result` variable, if any.
 	Result json.RawMessage `json:"result,omitempty"`

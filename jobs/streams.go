@@ -33,16 +33,22 @@ const (
 	// DefaultResultsMaxBytes bounds the results stream, where only results
 	// are stored (one per job, at most max_payload each); the oldest go.
 	DefaultResultsMaxBytes = 1 << 30
+	// DefaultMaxQueuedPerTenant caps the jobs one tenant has queued on one
+	// queue (the jobs stream's per-subject limit); a submission beyond it
+	// is refused at publication (ErrQueueFull).
+	DefaultMaxQueuedPerTenant = 10_000
 	// DefaultDeadLetterMaxAge is how long dead letters are kept.
 	DefaultDeadLetterMaxAge = 7 * 24 * time.Hour
 )
 
 // Topology is the retention of the platform's streams.
 type Topology struct {
-	Subjects       Subjects
-	DedupWindow    time.Duration
-	EventsMaxAge   time.Duration
-	EventsMaxBytes int64
+	Subjects    Subjects
+	DedupWindow time.Duration
+	// MaxQueuedPerTenant caps the jobs of one tenant on one queue.
+	MaxQueuedPerTenant int64
+	EventsMaxAge       time.Duration
+	EventsMaxBytes     int64
 	// EventsMaxPerSubject and EventsMaxMsgBytes bound one job's share of
 	// the events stream.
 	EventsMaxPerSubject int64
@@ -61,6 +67,9 @@ type Topology struct {
 func (t Topology) withDefaults() Topology {
 	if t.DedupWindow <= 0 {
 		t.DedupWindow = DefaultDedupWindow
+	}
+	if t.MaxQueuedPerTenant <= 0 {
+		t.MaxQueuedPerTenant = DefaultMaxQueuedPerTenant
 	}
 	if t.EventsMaxAge <= 0 {
 		t.EventsMaxAge = DefaultEventsMaxAge
@@ -101,8 +110,14 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		// Work-queue retention: a job is gone once a worker acks it.
 		Retention:  jetstream.WorkQueuePolicy,
 		Duplicates: t.DedupWindow,
-		Storage:    t.Storage,
-		Replicas:   t.Replicas,
+		// One subject per queue and tenant: the per-subject limit is each
+		// tenant's queue length, and a full one refuses new jobs (the
+		// submitter gets the error) without touching anyone else's.
+		MaxMsgsPerSubject:    t.MaxQueuedPerTenant,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
+		Storage:              t.Storage,
+		Replicas:             t.Replicas,
 	}, {
 		Name:        s.EventsStream(),
 		Description: "eryx per-job stdout, stderr and trace events",

@@ -259,6 +259,21 @@ func (s Subjects) ConsumerName(queue string) string {
 	return "workers-" + queue
 }
 
+// TenantConsumerName is the durable consumer of tenant's jobs of queue,
+// "workers-<queue>~<tenant>", which every worker of queue shares: one per
+// tenant, so that workers can take tenants in turn (fair share). '~' is in
+// neither a queue nor a tenant name, so the name is unambiguous.
+func (s Subjects) TenantConsumerName(queue, tenant string) string {
+	return s.ConsumerName(queue) + "~" + tenant
+}
+
+// ParseTenantConsumer is the inverse of TenantConsumerName for queue: the
+// tenant, if name is one of queue's tenant consumers.
+func (s Subjects) ParseTenantConsumer(queue, name string) (tenant string, ok bool) {
+	tenant, ok = strings.CutPrefix(name, s.ConsumerName(queue)+"~")
+	return tenant, ok && ValidTenant(tenant) == nil
+}
+
 // MaxDeliveriesAdvisory is the subject on which the server announces that a
 // job of stream/consumer exhausted its deliveries.
 func MaxDeliveriesAdvisory(stream, consumer string) string {

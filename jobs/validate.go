@@ -30,6 +30,7 @@ const (
 	CodePackageMismatch    RejectCode = "package_mismatch"    // a pinned package's content has another hash
 	CodeSessionTampered    RejectCode = "session_tampered"    // the session's snapshot fails its integrity check
 	CodeUnknownSecret      RejectCode = "unknown_secret"      // a secret the worker does not hold
+	CodeQuotaExceeded      RejectCode = "quota_exceeded"      // a tenant quota (Result.Limit names it; retry after RetryAfterMS)
 )
 
 // RejectError is why a job is rejected. Compare with errors.Is against the
@@ -37,6 +38,10 @@ const (
 type RejectError struct {
 	Code   RejectCode
 	Reason string
+	// Limit and RetryAfter are set for quota_exceeded: the quota, and
+	// how long until it would admit the job.
+	Limit      string
+	RetryAfter time.Duration
 }
 
 func (e *RejectError) Error() string {
@@ -65,6 +70,7 @@ var (
 	ErrNotAllowed         = &RejectError{Code: CodeNotAllowed}
 	ErrUnsupported        = &RejectError{Code: CodeUnsupported}
 	ErrTenantMismatch     = &RejectError{Code: CodeInvalidTenant}
+	ErrQuotaExceeded      = &RejectError{Code: CodeQuotaExceeded}
 	ErrPackageMismatch    = &RejectError{Code: CodePackageMismatch}
 	ErrSessionTampered    = &RejectError{Code: CodeSessionTampered}
 	ErrUnknownSecret      = &RejectError{Code: CodeUnknownSecret}

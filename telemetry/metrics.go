@@ -35,11 +35,14 @@ type Metrics struct {
 	advRejected   prometheus.Counter
 	netRefusals   *prometheus.CounterVec
 	limits        *prometheus.CounterVec
+	tenantJobs    *prometheus.CounterVec
+	quotas        *prometheus.CounterVec
 
 	pool *poolCollector
 
 	mu            sync.Mutex
 	callbackNames map[string]struct{}
+	tenantNames   map[string]struct{}
 }
 
 // Metric names, as documented in docs/observability.md.
@@ -56,7 +59,17 @@ const (
 	MetricAdvRejected      = "eryx_dlq_advisories_rejected_total"
 	MetricNetRefusals      = "eryx_network_refusals_total"
 	MetricLimitExceeded    = "eryx_job_limit_exceeded_total"
+	MetricTenantJobs       = "eryx_tenant_jobs_total"
+	MetricQuotaExceeded    = "eryx_quota_exceeded_total"
 )
+
+// maxTenantLabels bounds the tenant label's cardinality: the first
+// maxTenantLabels tenants a worker sees get a label of their own, every
+// later one is counted as OtherTenant (a worker's process lifetime).
+const maxTenantLabels = 32
+
+// OtherTenant is the tenant label value once maxTenantLabels is reached.
+const OtherTenant = "other"
 
 // maxCallbackNames bounds the callback label's cardinality. Callback names
 // come from job code, which is untrusted: without a bound, a job calling
@@ -128,12 +141,21 @@ func NewMetrics() *Metrics {
 			Name: MetricLimitExceeded,
 			Help: "Jobs stopped for exceeding a host-side budget, by limit.",
 		}, []string{"limit"}),
+		tenantJobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricTenantJobs,
+			Help: "Jobs finished by this worker, by tenant (the first 32 seen; then \"other\") and final status.",
+		}, []string{"tenant", "status"}),
+		quotas: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricQuotaExceeded,
+			Help: "Jobs rejected for exceeding a tenant quota, by tenant (as in eryx_tenant_jobs_total) and quota.",
+		}, []string{"tenant", "limit"}),
 		pool:          newPoolCollector(),
 		callbackNames: make(map[string]struct{}),
+		tenantNames:   make(map[string]struct{}),
 	}
 	m.reg.MustRegister(
 		m.jobs, m.queueWait, m.execution, m.sandboxes, m.callbacks,
-		m.cancellations, m.deadLetters, m.advRejected, m.netRefusals, m.limits, m.pool,
+		m.cancellations, m.deadLetters, m.advRejected, m.netRefusals, m.limits, m.tenantJobs, m.quotas, m.pool,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -222,6 +244,39 @@ func (m *Metrics) callbackLabel(name string) string {
 	}
 	m.callbackNames[name] = struct{}{}
 	return name
+}
+
+// tenantLabel bounds the tenant label (see maxTenantLabels).
+func (m *Metrics) tenantLabel(tenant string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.tenantNames[tenant]; ok {
+		return tenant
+	}
+	if len(m.tenantNames) >= maxTenantLabels {
+		return OtherTenant
+	}
+	m.tenantNames[tenant] = struct{}{}
+	return tenant
+}
+
+// TenantJobFinished counts a finished job of tenant.
+func (m *Metrics) TenantJobFinished(tenant, status string) {
+	if m == nil {
+		return
+	}
+	if status == "" {
+		status = "unknown"
+	}
+	m.tenantJobs.WithLabelValues(m.tenantLabel(tenant), status).Inc()
+}
+
+// QuotaExceeded counts a job of tenant rejected by the named quota.
+func (m *Metrics) QuotaExceeded(tenant, limit string) {
+	if m == nil {
+		return
+	}
+	m.quotas.WithLabelValues(m.tenantLabel(tenant), limit).Inc()
 }
 
 // JobCancelled counts one cancellation.

@@ -216,6 +216,8 @@ func TestNilMetrics(t *testing.T) {
 	m.JobCancelled()
 	m.DeadLettered()
 	m.LimitExceeded("x")
+	m.TenantJobFinished("a", "ok")
+	m.QuotaExceeded("a", "max_running")
 	m.NetworkRefused("x")
 	m.SetPoolStats(nil)
 	if m.Registry() != nil {
@@ -231,5 +233,31 @@ func TestNilMetrics(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusNotFound || strings.Contains(string(body), "eryx_") {
 		t.Errorf("nil Metrics served %s: %s", resp.Status, body)
+	}
+}
+
+func TestTenantLabelBounded(t *testing.T) {
+	m := NewMetrics()
+	for i := range maxTenantLabels + 10 {
+		m.TenantJobFinished(fmt.Sprintf("t%d", i), "ok")
+	}
+	m.TenantJobFinished("t0", "ok") // known tenants keep their label
+	m.QuotaExceeded("t1", "submissions_per_second")
+	m.QuotaExceeded("late-comer", "memory_per_job")
+	families := scrape(t, m)
+	if n := len(families[MetricTenantJobs].GetMetric()); n != maxTenantLabels+1 {
+		t.Errorf("%d tenant series, want %d (+1 for %q)", n, maxTenantLabels+1, OtherTenant)
+	}
+	if v := counter(sample(t, families, MetricTenantJobs, map[string]string{"tenant": OtherTenant})); v != 10 {
+		t.Errorf("other = %v, want 10", v)
+	}
+	if v := counter(sample(t, families, MetricTenantJobs, map[string]string{"tenant": "t0"})); v != 2 {
+		t.Errorf("t0 = %v, want 2", v)
+	}
+	if v := counter(sample(t, families, MetricQuotaExceeded, map[string]string{"tenant": "t1", "limit": "submissions_per_second"})); v != 1 {
+		t.Errorf("t1 quota = %v, want 1", v)
+	}
+	if v := counter(sample(t, families, MetricQuotaExceeded, map[string]string{"tenant": OtherTenant, "limit": "memory_per_job"})); v != 1 {
+		t.Errorf("late-comer quota = %v, want 1", v)
 	}
 }

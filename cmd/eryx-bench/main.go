@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eryx-dev/eryx/auth"
 	"github.com/eryx-dev/eryx/callbacks"
 	"github.com/eryx-dev/eryx/callbacks/catalogue"
 	"github.com/eryx-dev/eryx/internal/embednats"
@@ -83,10 +84,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		defer ns.Shutdown()
 		url = ns.ClientURL()
 	}
-	connect := func(name string) (*nats.Conn, error) { return nats.Connect(url, nats.Name(name)) }
+	// Each connection uses its role's inbox prefix, as under the shipped
+	// permissions (auth.ConnectOptions).
+	connect := func(name string, role auth.Role, scope string) (*nats.Conn, error) {
+		return nats.Connect(url, append([]nats.Option{nats.Name(name)}, auth.ConnectOptions(jobs.DefaultPrefix, role, scope)...)...)
+	}
 
 	// A callback service that does nothing, to measure the transport.
-	svcConn, err := connect("eryx-bench callbacks")
+	svcConn, err := connect("eryx-bench callbacks", auth.RoleCallback, "")
 	if err != nil {
 		return err
 	}
@@ -119,7 +124,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		defer stopWorker()
 	}
 
-	nc, err := connect("eryx-bench client")
+	nc, err := connect("eryx-bench client", auth.RoleSubmitter, jobs.DefaultTenant)
 	if err != nil {
 		return err
 	}
@@ -185,8 +190,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 // startWorker runs an in-process worker with a warm pool on its own
 // connection.
-func startWorker(ctx context.Context, engine *sandbox.Engine, connect func(string) (*nats.Conn, error), o options) (func(), error) {
-	nc, err := connect("eryx-bench worker")
+func startWorker(ctx context.Context, engine *sandbox.Engine, connect func(string, auth.Role, string) (*nats.Conn, error), o options) (func(), error) {
+	nc, err := connect("eryx-bench worker", auth.RoleWorker, o.queue)
 	if err != nil {
 		return nil, err
 	}

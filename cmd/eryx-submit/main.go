@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/eryx-dev/eryx/auth"
 	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/telemetry"
 )
@@ -160,7 +161,8 @@ func (c *common) connect(opts ...jobs.ClientOption) (*nats.Conn, *jobs.Client, e
 	if err != nil {
 		return nil, nil, err
 	}
-	nopts := []nats.Option{nats.Name("eryx-submit"), nats.Timeout(5 * time.Second)}
+	nopts := append([]nats.Option{nats.Name("eryx-submit"), nats.Timeout(5 * time.Second)},
+		auth.ConnectOptions(subjects.Prefix, auth.RoleSubmitter, c.tenant)...)
 	if c.creds != "" {
 		nopts = append(nopts, nats.UserCredentials(c.creds))
 	}

@@ -63,6 +63,8 @@ type Config struct {
 	CancelRate          float64  `envconfig:"CANCEL_RATE" default:"1000" desc:"cancels per second of jobs not running here that the worker remembers"`
 	ControlMaxMsgs      int64    `envconfig:"CONTROL_MAX_MSGS" default:"50000" desc:"cancel requests the control stream keeps"`
 	ControlMaxBytes     ByteSize `envconfig:"CONTROL_MAX_BYTES" default:"16MiB" desc:"bytes the control stream keeps"`
+	Quotas              bool     `envconfig:"QUOTAS" default:"true" desc:"enforce tenant quotas from eryx-auth's ERYX_AUTH bucket (none apply while there is no such bucket)"`
+	MaxQueuedPerTenant  int64    `envconfig:"MAX_QUEUED_PER_TENANT" default:"10000" desc:"jobs one tenant may have queued on one queue; more are refused at submission"`
 	// The network policy is read by netgate.PolicyFromEnv; these fields
 	// exist so that --help lists the variables (docs/network.md).
 	NetAllowHosts     string `envconfig:"NET_ALLOW_HOSTS" desc:"hosts jobs may connect to (host, *.domain, *, with :port); empty: no network"`
@@ -99,6 +101,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ERYX_MAX_DELIVER must be at least 1, not %d", c.MaxDeliver)
 	case c.EventsPerJob < 1:
 		return fmt.Errorf("ERYX_EVENTS_MAX_PER_JOB must be at least 1, not %d", c.EventsPerJob)
+	case c.MaxQueuedPerTenant < 1:
+		return fmt.Errorf("ERYX_MAX_QUEUED_PER_TENANT must be at least 1, not %d", c.MaxQueuedPerTenant)
 	case c.EventsMaxBytes < 1<<20 || c.ResultsMaxBytes < 1<<20:
 		return fmt.Errorf("ERYX_EVENTS_MAX_BYTES and ERYX_RESULTS_MAX_BYTES must be at least 1MiB")
 	case c.TraceEvents < 1 || c.HostCalls < 1:

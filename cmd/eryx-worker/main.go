@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/eryx-dev/eryx/auth"
 	"github.com/eryx-dev/eryx/callbacks/catalogue"
 	"github.com/eryx-dev/eryx/internal/embednats"
 	"github.com/eryx-dev/eryx/jobs"
@@ -230,6 +231,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			EventsMaxPerSubject: cfg.EventsPerJob,
 			ResultsMaxBytes:     int64(cfg.ResultsMaxBytes), //nolint:gosec // the parser caps sizes at 2^62
 			Replicas:            cfg.Replicas,
+			MaxQueuedPerTenant:  cfg.MaxQueuedPerTenant,
 			Control:             jobs.ControlLimits{MaxMsgs: cfg.ControlMaxMsgs, MaxBytes: int64(cfg.ControlMaxBytes)}, //nolint:gosec // the parser caps sizes at 2^62
 		},
 		Policy: jobs.Policy{
@@ -264,6 +266,9 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 		Logger:        log,
 
 		CallbackInstallMax: cfg.CallbacksInstall,
+	}
+	if cfg.Quotas {
+		wcfg.Quotas = worker.StoreQuotas(js, cfg.SubjectPrefix)
 	}
 	if cfg.Callbacks {
 		cat := catalogue.New(ctx, nc, catalogue.Options{
@@ -335,10 +340,20 @@ func connect(url string, cfg Config, log *slog.Logger) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
+		// Asynchronous errors: a permissions violation (the worker's NATS
+		// user lacks a permission it needs) or a slow consumer.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("NATS error", "err", err, "subscription", subject)
+		}),
 	}
 	if cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
 	}
+	opts = append(opts, auth.ConnectOptions(cfg.SubjectPrefix, auth.RoleWorker, cfg.Queue)...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)

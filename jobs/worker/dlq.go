@@ -160,29 +160,34 @@ var errNotExhausted = errors.New("worker: job has not exhausted its deliveries")
 // redelivery).
 func (w *Worker) verifyExhausted(ctx context.Context, adv maxDeliveriesAdvisory, orig *jetstream.RawStreamMsg) error {
 	s := w.cfg.Subjects
+	_, tenant, _ := s.ParseJobs(orig.Subject)
 	switch {
-	case adv.Stream != s.JobsStream() || adv.Consumer != s.ConsumerName(w.cfg.Queue):
-		return fmt.Errorf("%w: the advisory names %s/%s", errNotExhausted, adv.Stream, adv.Consumer)
 	case !w.onQueue(orig.Subject):
 		return fmt.Errorf("%w: message %d is on %s, not a tenant's subject of this queue", errNotExhausted, adv.StreamSeq, orig.Subject)
+	case adv.Stream != s.JobsStream() || adv.Consumer != s.TenantConsumerName(w.cfg.Queue, tenant):
+		return fmt.Errorf("%w: the advisory names %s/%s", errNotExhausted, adv.Stream, adv.Consumer)
 	case w.held.has(adv.StreamSeq):
 		return fmt.Errorf("%w: this worker is running it", errNotExhausted)
 	}
-	before, err := w.cons.Info(ctx)
+	cons, err := w.js.Consumer(ctx, s.JobsStream(), adv.Consumer)
+	if err != nil {
+		return fmt.Errorf("reading the consumer's state: %w", err)
+	}
+	before, err := cons.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the consumer's state: %w", err)
 	}
 	if adv.StreamSeq > before.Delivered.Stream {
 		return fmt.Errorf("%w: never delivered (delivered up to %d)", errNotExhausted, before.Delivered.Stream)
 	}
-	holders, held, err := w.askHolds(ctx, adv.StreamSeq)
+	holders, held, err := w.askHolds(ctx, adv.StreamSeq, orig.Subject)
 	if err != nil {
 		return fmt.Errorf("asking the workers: %w", err)
 	}
 	if len(holders) > 0 {
 		return fmt.Errorf("%w: held by %v", errNotExhausted, holders)
 	}
-	after, err := w.cons.Info(ctx)
+	after, err := cons.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the consumer's state: %w", err)
 	}
@@ -198,9 +203,79 @@ func (w *Worker) verifyExhausted(ctx context.Context, adv maxDeliveriesAdvisory,
 	return nil
 }
 
+// advisoryPoll is how often the advisories stream is asked which of the
+// queue's tenant consumers have max-deliveries advisories waiting.
+const advisoryPoll = time.Second
+
+// advisoryLoop handles the max-deliveries advisories of the queue's
+// tenant consumers until ctx ends. Each consumer's advisories have a
+// durable consumer of their own on the advisories stream (a work-queue
+// stream: one consumer per subject, shared by the queue's workers), found
+// from the stream's per-subject counts: advisories are rare, so a poll
+// costs less than a standing pull per tenant.
+func (w *Worker) advisoryLoop(ctx context.Context) {
+	t := time.NewTicker(advisoryPoll)
+	defer t.Stop()
+	cons := map[string]jetstream.Consumer{}
+	for {
+		if err := w.pollAdvisories(ctx, cons); err != nil && ctx.Err() == nil {
+			w.log.Warn("reading max-deliveries advisories", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Worker) pollAdvisories(ctx context.Context, cons map[string]jetstream.Consumer) error {
+	s := w.cfg.Subjects
+	adv, err := w.js.Stream(ctx, s.AdvisoriesStream())
+	if err != nil {
+		return err
+	}
+	info, err := adv.Info(ctx, jetstream.WithSubjectFilter(jobs.MaxDeliveriesAdvisory(s.JobsStream(), "*")))
+	if err != nil {
+		return err
+	}
+	for subject, n := range info.State.Subjects {
+		name := subject[strings.LastIndexByte(subject, '.')+1:]
+		if _, ok := s.ParseTenantConsumer(w.cfg.Queue, name); !ok || n == 0 {
+			continue
+		}
+		c := cons[name]
+		if c == nil {
+			c, err = w.js.CreateOrUpdateConsumer(ctx, s.AdvisoriesStream(), jetstream.ConsumerConfig{
+				Durable:           "dlq-" + name,
+				FilterSubject:     subject,
+				AckPolicy:         jetstream.AckExplicitPolicy,
+				AckWait:           30 * time.Second,
+				InactiveThreshold: tenantConsumerIdle,
+			})
+			if err != nil {
+				return fmt.Errorf("advisories consumer of %s: %w", name, err)
+			}
+			cons[name] = c
+		}
+		batch, err := c.FetchNoWait(16)
+		if err != nil {
+			delete(cons, name)
+			return err
+		}
+		for m := range batch.Messages() {
+			w.onMaxDeliveries(m)
+		}
+	}
+	return nil
+}
+
 // holdsQuery asks the queue's workers whether they hold a delivery.
 type holdsQuery struct {
 	Seq uint64 `json:"seq"`
+	// Subject narrows the count to the deliveries of one tenant's
+	// consumer (the one whose pending count it is compared with).
+	Subject string `json:"subject,omitempty"`
 }
 
 // holdsReply is one worker's answer.
@@ -222,7 +297,7 @@ const (
 
 // askHolds asks every worker of the queue (this one included) about seq,
 // returning the workers that hold it and how many deliveries they hold.
-func (w *Worker) askHolds(ctx context.Context, seq uint64) (holders []string, held int, err error) {
+func (w *Worker) askHolds(ctx context.Context, seq uint64, subject string) (holders []string, held int, err error) {
 	inbox := w.nc.NewRespInbox()
 	replies := make(chan *nats.Msg, 64)
 	sub, err := w.nc.ChanSubscribe(inbox, replies)
@@ -230,7 +305,7 @@ func (w *Worker) askHolds(ctx context.Context, seq uint64) (holders []string, he
 		return nil, 0, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	q, _ := json.Marshal(holdsQuery{Seq: seq})
+	q, _ := json.Marshal(holdsQuery{Seq: seq, Subject: subject})
 	if err := w.nc.PublishRequest(w.cfg.Subjects.WorkerHolds(w.cfg.Queue), inbox, q); err != nil {
 		return nil, 0, err
 	}
@@ -268,45 +343,60 @@ func (w *Worker) onHolds(m *nats.Msg) {
 	if json.Unmarshal(m.Data, &q) != nil || m.Reply == "" {
 		return
 	}
-	n, has := w.held.state(q.Seq)
+	n, has := w.held.state(q.Seq, q.Subject)
 	data, _ := json.Marshal(holdsReply{Worker: w.cfg.ID, Held: n, Holds: has})
 	_ = m.Respond(data)
 }
 
-// heldSet counts the deliveries a worker is handling, by stream sequence.
+// heldSet counts the deliveries a worker is handling, by stream sequence,
+// with the subject each came on (its tenant's consumer).
 type heldSet struct {
 	mu   sync.Mutex
-	seqs map[uint64]int
+	seqs map[uint64]heldEntry
 }
 
-func newHeldSet() *heldSet { return &heldSet{seqs: map[uint64]int{}} }
+type heldEntry struct {
+	n       int
+	subject string
+}
 
-func (h *heldSet) add(seq uint64) {
+func newHeldSet() *heldSet { return &heldSet{seqs: map[uint64]heldEntry{}} }
+
+func (h *heldSet) add(seq uint64, subject string) {
 	h.mu.Lock()
-	h.seqs[seq]++
+	e := h.seqs[seq]
+	e.n++
+	e.subject = subject
+	h.seqs[seq] = e
 	h.mu.Unlock()
 }
 
 func (h *heldSet) remove(seq uint64) {
 	h.mu.Lock()
-	if h.seqs[seq]--; h.seqs[seq] <= 0 {
+	if e := h.seqs[seq]; e.n <= 1 {
 		delete(h.seqs, seq)
+	} else {
+		e.n--
+		h.seqs[seq] = e
 	}
 	h.mu.Unlock()
 }
 
 func (h *heldSet) has(seq uint64) bool {
-	_, has := h.state(seq)
+	_, has := h.state(seq, "")
 	return has
 }
 
-// state returns how many deliveries are held, and whether seq is.
-func (h *heldSet) state(seq uint64) (int, bool) {
+// state returns how many deliveries on subject are held (all of them if
+// subject is empty), and whether seq is.
+func (h *heldSet) state(seq uint64, subject string) (int, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
-	for _, c := range h.seqs {
-		n += c
+	for _, e := range h.seqs {
+		if subject == "" || e.subject == subject {
+			n += e.n
+		}
 	}
-	return n, h.seqs[seq] > 0
+	return n, h.seqs[seq].n > 0
 }

@@ -42,7 +42,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		d.seq, d.attempt, d.queued = meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
 	}
 	// Held from the start: the dead-letter check must see it as running.
-	w.held.add(d.seq)
+	w.held.add(d.seq, msg.Subject())
 	defer w.held.remove(d.seq)
 	_, tenant, ok := w.cfg.Subjects.ParseJobs(msg.Subject())
 	if !ok {
@@ -87,6 +87,9 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 		return w.rejectJob(ctx, d, err)
 	}
 	if err := jobs.CheckTenant(job, d.tenant); err != nil {
+		return w.rejectJob(ctx, d, err)
+	}
+	if err := w.admit(ctx, d, job, &plan); err != nil {
 		return w.rejectJob(ctx, d, err)
 	}
 	if w.cfg.SimulateCrash != nil && w.cfg.SimulateCrash(job, d.attempt) {
@@ -230,7 +233,8 @@ func (w *Worker) rejectJob(ctx context.Context, d *delivery, err error) jobs.Sta
 		return ""
 	}
 	d.log.Info("job rejected", "code", re.Code, "reason", re.Reason)
-	return w.finish(ctx, d, &jobs.Result{Status: jobs.StatusRejected, Code: re.Code, Reason: re.Reason})
+	return w.finish(ctx, d, &jobs.Result{Status: jobs.StatusRejected, Code: re.Code, Reason: re.Reason,
+		Limit: re.Limit, RetryAfterMS: re.RetryAfter.Milliseconds()})
 }
 
 // execute runs the job's code. It returns nil when the job must not be

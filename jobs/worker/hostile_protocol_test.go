@@ -266,11 +266,11 @@ func TestForgedAdvisoriesKillNothing(t *testing.T) {
 	}
 
 	// Sweep every sequence, with honest-looking and lying advisories.
-	subject := jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default")
+	subject := jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default~default")
 	forged := 0
 	for seq := uint64(1); seq <= last+5; seq++ {
 		for _, adv := range []map[string]any{
-			{"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "ERYX_JOBS", "consumer": "workers-default", "stream_seq": seq, "deliveries": 3},
+			{"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "ERYX_JOBS", "consumer": "workers-default~default", "stream_seq": seq, "deliveries": 3},
 			{"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "OTHER", "consumer": "x", "stream_seq": seq, "deliveries": 99},
 		} {
 			data, _ := json.Marshal(adv)
@@ -469,14 +469,18 @@ func TestForgedAdvisoryForAJobAwaitingRedelivery(t *testing.T) {
 	run(t, w)
 	waitFirstOutput(t, out)
 
-	data, _ := json.Marshal(map[string]any{"stream": "ERYX_JOBS", "consumer": "workers-default", "stream_seq": sub.Sequence, "deliveries": 3})
-	if err := nc.Publish(jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default"), data); err != nil {
+	data, _ := json.Marshal(map[string]any{"stream": "ERYX_JOBS", "consumer": "workers-default~default", "stream_seq": sub.Sequence, "deliveries": 3})
+	if err := nc.Publish(jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default~default"), data); err != nil {
 		t.Fatal(err)
 	}
-	advCons, err := js.Consumer(ctx, "ERYX_ADVISORIES", "dlq-workers-default")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The tenant consumer's advisories consumer is made when its first
+	// advisory is seen.
+	var advCons jetstream.Consumer
+	waitFor(t, "the advisories consumer", func() bool {
+		var err error
+		advCons, err = js.Consumer(ctx, "ERYX_ADVISORIES", "dlq-workers-default~default")
+		return err == nil
+	})
 	// Looked at twice: undecided the first time, put back, looked at again.
 	waitFor(t, "the advisory to be checked twice", func() bool {
 		info, err := advCons.Info(ctx)

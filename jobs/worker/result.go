@@ -31,6 +31,9 @@ func (w *Worker) finish(ctx context.Context, d *delivery, res *jobs.Result) jobs
 	case err == nil:
 		if w.cfg.Observer != nil {
 			w.cfg.Observer.JobFinished(string(res.Status))
+			if o, ok := w.cfg.Observer.(tenantObserver); ok {
+				o.TenantJobFinished(d.tenant, string(res.Status))
+			}
 		}
 		d.log.Debug("job finished", "status", res.Status, "duration_ms", res.Stats.DurationMS)
 	case errors.Is(err, errResultExists):

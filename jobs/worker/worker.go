@@ -111,6 +111,10 @@ type Config struct {
 	SessionSweep time.Duration
 	// SnapshotBytes caps a session snapshot.
 	SnapshotBytes int
+	// Quotas are the tenants' quotas (StoreQuotas reads eryx-auth's);
+	// nil enforces none. max_running, submissions_per_second and
+	// exec_seconds_per_hour are counted by each worker on its own.
+	Quotas QuotaSource
 	// Observer gets metrics; nil for none.
 	Observer Observer
 	// OnBound, if set, is told each time a host-side bound is hit (one of
@@ -227,7 +231,8 @@ type Worker struct {
 	sandboxes Sandboxes
 	log       *slog.Logger
 
-	cons     jetstream.Consumer
+	sched    *scheduler
+	quotas   *quotas // nil: no tenant quotas
 	jobs     jetstream.Stream
 	events   jetstream.Stream
 	results  jetstream.Stream
@@ -298,21 +303,14 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	w.pkgs.onTooLarge = func() { w.bound(BoundPackageBytes) }
 	w.sessions = newSessionCache(sandboxes, cfg.SessionCache, cfg.SessionIdle, cfg.SessionMemory)
 	w.sessions.onEvict = func() { w.bound(BoundSessionMemory) }
-	w.cons, err = js.CreateOrUpdateConsumer(ctx, s.JobsStream(), jetstream.ConsumerConfig{
-		Durable:       s.ConsumerName(cfg.Queue),
-		Description:   "eryx workers of queue " + cfg.Queue,
-		FilterSubject: s.QueueJobs(cfg.Queue),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
-		// Workers pull exactly as many jobs as they have free slots, so
-		// the server-side bound only has to stay out of the way.
-		MaxAckPending: -1,
-		MaxWaiting:    512,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("worker: consumer for queue %s: %w", cfg.Queue, err)
+	// One consumer per tenant (created as tenants show up), taken in turn.
+	if err := dropLegacyConsumers(ctx, js, s, cfg.Queue, w.log); err != nil {
+		return nil, err
 	}
+	if cfg.Quotas != nil {
+		w.quotas = newQuotas(cfg.Quotas, w.log)
+	}
+	w.sched = newScheduler(w, w.maxRunning)
 	return w, nil
 }
 
@@ -348,22 +346,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = holdsSub.Unsubscribe() }()
-	// Advisories are kept in a stream: one worker of the queue handles each,
-	// including those announced while no worker was running.
-	adv, err := w.js.CreateOrUpdateConsumer(ctx, s.AdvisoriesStream(), jetstream.ConsumerConfig{
-		Durable:       "dlq-" + s.ConsumerName(w.cfg.Queue),
-		FilterSubject: jobs.MaxDeliveriesAdvisory(s.JobsStream(), s.ConsumerName(w.cfg.Queue)),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-	})
+	// Every job published on the queue rings the scheduler; the job
+	// itself is pulled from its tenant's consumer.
+	bell, err := w.nc.Subscribe(s.QueueJobs(w.cfg.Queue), w.sched.onDoorbell)
 	if err != nil {
-		return fmt.Errorf("worker: advisories consumer: %w", err)
+		return err
 	}
-	advCons, err := adv.Consume(w.onMaxDeliveries)
-	if err != nil {
-		return fmt.Errorf("worker: consuming advisories: %w", err)
+	defer func() { _ = bell.Unsubscribe() }()
+	if err := bell.SetPendingLimits(doorbellPendingMsgs, doorbellPendingBytes); err != nil {
+		return err
 	}
-	defer advCons.Stop()
 
 	// Jobs outlive Run's context: draining is decided here, not by it.
 	jobCtx, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -387,6 +379,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if sw, ok := w.cfg.Sessions.(sweeper); ok && w.cfg.SessionSweep > 0 {
 		go w.sweepLoop(loopCtx, sw)
 	}
+	go w.sched.refreshLoop(loopCtx, w.log)
+	// Advisories are kept in a stream: one worker of the queue handles
+	// each, including those announced while no worker was running.
+	go w.advisoryLoop(loopCtx)
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency)
 	<-loopCtx.Done()
 	cause := context.Cause(loopCtx)
@@ -415,48 +411,46 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// slotLoop pulls one job at a time and runs it, until ctx ends.
+// slotLoop pulls one job at a time, from the tenants in turn, and runs
+// it, until ctx ends.
 func (w *Worker) slotLoop(ctx, jobCtx context.Context) error {
 	for ctx.Err() == nil {
-		msg, err := w.next(ctx)
+		tq, err := w.sched.pick(ctx)
+		if err != nil {
+			return nil //nolint:nilerr // stopping is not an error of the loop
+		}
+		msg, err := w.sched.fetch(ctx, tq)
 		switch {
 		case w.nc.IsClosed():
+			w.sched.release(tq, false)
 			return errConnLost
 		case err != nil:
-			w.log.Warn("fetch failed", "err", err)
+			w.sched.release(tq, false)
+			w.log.Warn("fetch failed", "tenant", tq.name, "err", err)
 			select {
 			case <-time.After(500 * time.Millisecond):
 			case <-ctx.Done():
 			}
 			continue
 		case msg == nil:
+			w.sched.release(tq, true)
 			continue
 		case ctx.Err() != nil:
 			// Stopping: the job goes straight back to the queue (the
 			// delivery still counts towards MaxDeliver).
 			_ = msg.Nak()
+			w.sched.release(tq, false)
 			return nil //nolint:nilerr // stopping is not an error of the loop
 		}
+		started := time.Now()
 		w.handle(jobCtx, msg)
+		if w.quotas != nil {
+			// The slot's time is what the tenant used of the worker.
+			w.quotas.charge(tq.name, time.Since(started), time.Now())
+		}
+		w.sched.release(tq, false)
 	}
 	return nil
-}
-
-// next waits up to FetchWait for one job; nil when none came.
-func (w *Worker) next(ctx context.Context) (jetstream.Msg, error) {
-	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchWait)
-	defer cancel()
-	batch, err := w.cons.Fetch(1, jetstream.FetchContext(fctx))
-	if err != nil {
-		return nil, err
-	}
-	for msg := range batch.Messages() {
-		return msg, nil
-	}
-	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		return nil, err
-	}
-	return nil, nil
 }
 
 // onCancel handles <prefix>.t.<tenant>.cancel.<id>: the tenant of the
