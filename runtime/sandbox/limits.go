@@ -19,6 +19,9 @@ const (
 	DefaultHostCallsRunning = 16
 	DefaultTraceEvents      = 10_000
 	DefaultTraceBytes       = 4 << 20
+	// /output: bytes of all files together, and files plus directories.
+	DefaultOutputFilesBytes = 16 << 20
+	DefaultOutputFiles      = 100
 	// MaxTraceEventBytes bounds one trace event; larger ones are dropped.
 	MaxTraceEventBytes = 64 << 10
 	// MaxMemoryBytes is the most any sandbox may be given (wasm32 addresses
@@ -62,6 +65,12 @@ type Limits struct {
 	// is delivered and Result.TraceTruncated is set.
 	TraceEvents int
 	TraceBytes  int
+	// OutputFilesBytes caps the data the code can write under /output,
+	// OutputFiles the files and directories it can create there (host
+	// memory, like /tmp). Writes beyond fail (EIO) and
+	// Result.OutputFilesLimit names the cap.
+	OutputFilesBytes int
+	OutputFiles      int
 }
 
 // withDefaults returns l with zero fields replaced by the defaults.
@@ -96,6 +105,12 @@ func (l Limits) withDefaults() Limits {
 	if l.TraceBytes == 0 {
 		l.TraceBytes = DefaultTraceBytes
 	}
+	if l.OutputFilesBytes == 0 {
+		l.OutputFilesBytes = DefaultOutputFilesBytes
+	}
+	if l.OutputFiles == 0 {
+		l.OutputFiles = DefaultOutputFiles
+	}
 	return l
 }
 
@@ -119,6 +134,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("%w: negative host call limit", ErrInvalidLimits)
 	case l.TraceEvents < 0 || l.TraceBytes < 0:
 		return fmt.Errorf("%w: negative trace limit", ErrInvalidLimits)
+	case l.OutputFilesBytes < 0 || l.OutputFiles < 0:
+		return fmt.Errorf("%w: negative /output limit", ErrInvalidLimits)
 	}
 	return nil
 }

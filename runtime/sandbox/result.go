@@ -110,6 +110,11 @@ type Result struct {
 	// ExitCode is set when Status is StatusExit.
 	ExitCode *int  `json:"exit_code,omitempty"`
 	Stats    Stats `json:"stats"`
+	// OutputFiles are the files the code left under /output, whatever the
+	// outcome; OutputFilesLimit names the /output cap (LimitOutputFiles,
+	// LimitOutputFilesBytes) that refused some of its writes, if any.
+	OutputFiles      []OutputFile `json:"-"`
+	OutputFilesLimit string       `json:"output_files_limit,omitempty"`
 
 	skipped []SkippedVariable // session operations only
 }
