@@ -138,7 +138,7 @@ try:
 except OSError as e: print('refused', errno.errorcode[e.errno])`,
 			limits: sandbox.Limits{OutputFilesBytes: 4096},
 			status: sandbox.StatusOK, files: map[string]string{"small.txt": "kept", "big.bin": ""},
-			limit:  sandbox.LimitOutputFilesBytes, stdoutHas: "refused EIO"},
+			limit: sandbox.LimitOutputFilesBytes, stdoutHas: "refused EIO"},
 		{name: "count cap", code: `import errno
 n = 0
 try:
@@ -146,7 +146,7 @@ try:
 except OSError as e: print('refused after', n, errno.errorcode[e.errno])`,
 			limits: sandbox.Limits{OutputFiles: 3},
 			status: sandbox.StatusOK, files: map[string]string{"f0": "", "f1": "", "f2": ""},
-			limit:  sandbox.LimitOutputFiles, stdoutHas: "refused after 3 EIO"},
+			limit: sandbox.LimitOutputFiles, stdoutHas: "refused after 3 EIO"},
 		{name: "long name", code: `import errno, os
 for p in ('/output/' + 'n' * 300, '/output/' + 'd/' * 600 + 'x'):
     try: open(p, 'w'); print('created')
