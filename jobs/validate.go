@@ -29,6 +29,9 @@ const (
 	CodeInvalidTenant      RejectCode = "invalid_tenant"      // the job's tenant field names another tenant than its subject
 	CodePackageMismatch    RejectCode = "package_mismatch"    // a pinned package's content has another hash
 	CodeSessionTampered    RejectCode = "session_tampered"    // the session's snapshot fails its integrity check
+	CodeFileNotFound       RejectCode = "file_not_found"      // an input file's object is not in the files bucket
+	CodeInvalidPath        RejectCode = "invalid_path"        // an input path or object name that is not a clean relative path
+	CodeFileMismatch       RejectCode = "file_mismatch"       // a pinned input file's content has another hash
 )
 
 // RejectError is why a job is rejected. Compare with errors.Is against the
@@ -66,6 +69,9 @@ var (
 	ErrTenantMismatch     = &RejectError{Code: CodeInvalidTenant}
 	ErrPackageMismatch    = &RejectError{Code: CodePackageMismatch}
 	ErrSessionTampered    = &RejectError{Code: CodeSessionTampered}
+	ErrFileNotFound       = &RejectError{Code: CodeFileNotFound}
+	ErrInvalidPath        = &RejectError{Code: CodeInvalidPath}
+	ErrFileMismatch       = &RejectError{Code: CodeFileMismatch}
 )
 
 func reject(code RejectCode, format string, args ...any) *RejectError {
@@ -87,6 +93,9 @@ type Policy struct {
 	// Sessions and Trace say whether the worker offers them. Packages are
 	// checked by the worker, against the packages bucket.
 	Sessions, Trace bool
+	// MaxFiles caps the input files a job names (DefaultMaxFiles if
+	// zero); their sizes are checked by the worker.
+	MaxFiles int
 }
 
 // Plan is a validated job's resolved limits.
@@ -199,6 +208,9 @@ func (p Policy) Validate(job *Job) (Plan, error) {
 		return plan, err
 	}
 	if err := checkNames("callback", job.Callbacks); err != nil {
+		return plan, err
+	}
+	if err := checkFiles(job.Files, p.MaxFiles); err != nil {
 		return plan, err
 	}
 
