@@ -226,12 +226,15 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			ResultsMaxBytes:     int64(cfg.ResultsMaxBytes), //nolint:gosec // the parser caps sizes at 2^62
 			Replicas:            cfg.Replicas,
 			Control:             jobs.ControlLimits{MaxMsgs: cfg.ControlMaxMsgs, MaxBytes: int64(cfg.ControlMaxBytes)}, //nolint:gosec // the parser caps sizes at 2^62
+			FilesTTL:            cfg.FilesTTL,
+			FilesMaxBytes:       int64(cfg.FilesBucketBytes), //nolint:gosec // the parser caps sizes at 2^62
 		},
 		Policy: jobs.Policy{
 			MaxJobBytes:  int(cfg.MaxJobBytes),
 			MaxCodeBytes: int(cfg.MaxCodeBytes),
 			Timeout:      cfg.ExecTimeout,
 			MemoryBytes:  uint64(cfg.MemoryLimit),
+			MaxFiles:     cfg.FilesMaxCount,
 		},
 		Network:       gateway,
 		Concurrency:   cfg.PoolSize,
@@ -257,6 +260,9 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 
 		CallbackInstallMax: cfg.CallbacksInstall,
 	}
+	// Job files (docs/files.md).
+	wcfg.FileMaxBytes, wcfg.FilesMaxBytes = int64(cfg.FileMaxBytes), int64(cfg.FilesMaxBytes) //nolint:gosec // the parser caps sizes at 2^62
+	wcfg.OutputFilesBytes, wcfg.OutputFiles = int(cfg.OutputFilesBytes), cfg.OutputFilesCount
 	if cfg.Callbacks {
 		cat := catalogue.New(ctx, nc, catalogue.Options{
 			Prefix:        cfg.SubjectPrefix,
