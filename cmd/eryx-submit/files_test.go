@@ -87,3 +87,18 @@ func TestFilesRefusals(t *testing.T) {
 		})
 	}
 }
+
+// The example job of the README runs as documented.
+func TestFilesExample(t *testing.T) {
+	url := platform(t)
+	out := filepath.Join(t.TempDir(), "results")
+	inv := submit(t, url, "", "--file", "../../examples/jobs/sales.csv", "--out", out, "../../examples/jobs/files_csv.py")
+	if inv.code != 0 || inv.stdout != "6 sales in 3 regions, total 365.74\n" {
+		t.Fatalf("%+v", inv)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "summary.csv"))
+	want := "region,sales,total,average\neast,1,99.99,99.99\nnorth,3,170.00,56.67\nsouth,2,95.75,47.88\n"
+	if err != nil || string(got) != want {
+		t.Fatalf("summary.csv %q %v, want %q", got, err, want)
+	}
+}
