@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,7 +126,7 @@ func cmdFiles(ctx context.Context, e env, args []string) int {
 		}
 		fmt.Fprintf(e.stdout, "%s (%d bytes)\n", info.Name, info.Size)
 	case "get":
-		var w io.Writer = e.stdout
+		w := e.stdout
 		var out *os.File
 		if len(pos) == 2 {
 			if out, err = os.Create(pos[1]); err != nil {

@@ -79,7 +79,7 @@ type dataNode struct {
 	errno experimentalsys.Errno
 }
 
-// set replaces the files; nil releases the previous execution's content.
+// set replaces the files with an execution's, fetched with ctx.
 func (d *dataFS) set(ctx context.Context, files []InputFile) error {
 	ino := sys.Inode(1)
 	root := &dataNode{ino: ino, dir: true, children: map[string]*dataNode{}}
@@ -113,6 +113,13 @@ func (d *dataFS) set(ctx context.Context, files []InputFile) error {
 	d.ctx, d.root = ctx, root
 	d.mu.Unlock()
 	return nil
+}
+
+// clear releases the execution's files and their fetched content.
+func (d *dataFS) clear() {
+	d.mu.Lock()
+	d.ctx, d.root = nil, nil
+	d.mu.Unlock()
 }
 
 // checkFilePath accepts a clean relative path of bounded size.

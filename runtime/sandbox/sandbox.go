@@ -237,7 +237,7 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	if err := sb.data.set(fetchCtx, opts.Files); err != nil {
 		return nil, nil, err
 	}
-	defer func() { _ = sb.data.set(nil, nil) }() // the inputs' bytes go with the execution
+	defer sb.data.clear() // the inputs' bytes go with the execution
 	sb.curMu.Lock()
 	sb.cancel = cancel
 	sb.curMu.Unlock()
