@@ -204,7 +204,7 @@ func consumerAPI(stream, name string) []string {
 // WorkerPermissions are a worker's of queue: it fetches and acknowledges
 // the queue's jobs of every tenant, publishes their events, results and
 // dead letters, manages the streams, sessions and session blobs, reads
-// packages and the tenants' quotas, calls and discovers callbacks, and
+// packages and the tenants' quotas, reads and writes jobs' files, calls and discovers callbacks, and
 // answers its peers' holds requests. It cannot submit jobs (no publish on
 // <prefix>.jobs.>), subscribe to tenants' events, write packages, or read
 // API keys.
@@ -223,6 +223,7 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 	kv := "KV_" + s.SessionsBucket()
 	blobs := "OBJ_" + s.SessionBlobsBucket()
 	pkgs := "OBJ_" + s.PackagesBucket()
+	files := "OBJ_" + s.FilesBucket() // jobs' input and output files (docs/files.md)
 	authKV := "KV_" + authBucket(s)
 	pub := append(s.EventsStreamSubjects(), // every tenant's stdout, stderr, trace; the barrier
 		s.AllResults(),
@@ -236,10 +237,11 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 		"$JS.FC.>",
 		"$KV."+s.SessionsBucket()+".>",
 		"$O."+s.SessionBlobsBucket()+".>",
+		"$O."+s.FilesBucket()+".>",
 		"$JS.API.INFO",
 	)
 	for _, st := range []string{s.JobsStream(), s.EventsStream(), s.ResultsStream(), s.ControlStream(),
-		s.DeadLetterStream(), s.AdvisoriesStream(), kv, blobs, pkgs} {
+		s.DeadLetterStream(), s.AdvisoriesStream(), kv, blobs, pkgs, files} {
 		pub = append(pub, streamAPI(st)...)
 	}
 	pub = append(pub,
@@ -250,6 +252,7 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 		"$JS.API.STREAM.MSG.DELETE."+kv,
 		"$JS.API.STREAM.PURGE."+kv,
 		"$JS.API.STREAM.PURGE."+blobs,
+		"$JS.API.STREAM.PURGE."+files,
 	)
 	// One consumer per tenant of the queue (fair share): the consumer's
 	// filter is in the create request's subject, so a worker can only
@@ -266,7 +269,7 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 		"$JS.API.CONSUMER.MSG.NEXT."+s.AdvisoriesStream()+".*",
 		"$JS.API.CONSUMER.DELETE."+s.AdvisoriesStream()+".dlq-"+s.ConsumerName(queue),
 	)
-	for _, st := range []string{kv, blobs, pkgs} {
+	for _, st := range []string{kv, blobs, pkgs, files} {
 		pub = append(pub, consumerAPI(st, "*")...)
 	}
 	// quotas: the tenants' records, not the keys

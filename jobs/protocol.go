@@ -61,6 +61,11 @@ type Job struct {
 	// netgate, which interprets it). Absent keeps the worker's policy;
 	// {"allow": []} asks for no network at all.
 	Network json.RawMessage `json:"network,omitempty"`
+	// Files are input files, mounted read-only: guest path
+	// "data/<path>" (/data/<path>) → tenant-relative object name in the
+	// files bucket, optionally pinned ("name@sha256:<hex>"). See
+	// docs/files.md.
+	Files map[string]string `json:"files,omitempty"`
 }
 
 // Status is the outcome of a job.
@@ -130,6 +135,18 @@ type Result struct {
 	// SessionError says why the session's state after this job was not
 	// saved (a concurrent job of the session saved first, say).
 	SessionError string `json:"session_error,omitempty"`
+
+	// Files are the files the code left under /output, stored in the
+	// files bucket (see docs/files.md); also for a failed, timed-out or
+	// cancelled job, then flagged partial.
+	Files []OutputFile `json:"files,omitempty"`
+	// FilesLimit names the /output cap that refused some of the code's
+	// writes (output_files_bytes, output_files): the files listed are
+	// what fitted.
+	FilesLimit string `json:"files_limit,omitempty"`
+	// FilesError says which output files could not be stored and why
+	// (an invalid name, the bucket full); the others are listed.
+	FilesError string `json:"files_error,omitempty"`
 
 	Stats Stats `json:"stats"`
 	// Worker is the ERYX_WORKER_ID of the worker that wrote the result.

@@ -37,6 +37,12 @@ const (
 	// queue (the jobs stream's per-subject limit); a submission beyond it
 	// is refused at publication (ErrQueueFull).
 	DefaultMaxQueuedPerTenant = 10_000
+	// DefaultFilesTTL is how long an object of the files bucket is kept
+	// after it was written.
+	DefaultFilesTTL = 24 * time.Hour
+	// DefaultFilesBucketBytes bounds the files bucket; when it is full,
+	// uploads and output files are refused.
+	DefaultFilesBucketBytes = 1 << 30
 	// DefaultDeadLetterMaxAge is how long dead letters are kept.
 	DefaultDeadLetterMaxAge = 7 * 24 * time.Hour
 )
@@ -58,6 +64,9 @@ type Topology struct {
 	ResultsMaxBytes int64
 	DLQMaxAge       time.Duration
 	Control         ControlLimits // bounds of the control stream
+	// FilesTTL and FilesMaxBytes bound the files bucket.
+	FilesTTL      time.Duration
+	FilesMaxBytes int64
 	// Storage of the streams; file unless a test asks for memory.
 	Storage jetstream.StorageType
 	// Replicas of each stream (1 unless joining a cluster).
@@ -204,6 +213,24 @@ func (t Topology) EnsureStreams(ctx context.Context, js jetstream.JetStream) err
 	})
 	if err != nil {
 		return fmt.Errorf("jobs: object store %s: %w", t.Subjects.PackagesBucket(), err)
+	}
+	ttl, maxBytes := t.FilesTTL, t.FilesMaxBytes
+	if ttl <= 0 {
+		ttl = DefaultFilesTTL
+	}
+	if maxBytes <= 0 {
+		maxBytes = DefaultFilesBucketBytes
+	}
+	_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      t.Subjects.FilesBucket(),
+		Description: "eryx jobs' input and output files, <tenant>/<name>",
+		TTL:         ttl,
+		MaxBytes:    maxBytes,
+		Storage:     t.Storage,
+		Replicas:    t.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("jobs: object store %s: %w", t.Subjects.FilesBucket(), err)
 	}
 	return nil
 }

@@ -244,6 +244,10 @@ func (s Subjects) AllMaxDeliveriesAdvisories() string {
 // PackagesBucket is the object store of packages jobs import (ERYX_PACKAGES).
 func (s Subjects) PackagesBucket() string { return s.streamName("PACKAGES") }
 
+// FilesBucket is the object store of jobs' input and output files
+// (ERYX_FILES), objects named "<tenant>/...".
+func (s Subjects) FilesBucket() string { return s.streamName("FILES") }
+
 // SessionsBucket is the KV bucket of session snapshots (ERYX_SESSIONS).
 func (s Subjects) SessionsBucket() string { return s.streamName("SESSIONS") }
 

@@ -31,6 +31,9 @@ const (
 	CodeSessionTampered    RejectCode = "session_tampered"    // the session's snapshot fails its integrity check
 	CodeUnknownSecret      RejectCode = "unknown_secret"      // a secret the worker does not hold
 	CodeQuotaExceeded      RejectCode = "quota_exceeded"      // a tenant quota (Result.Limit names it; retry after RetryAfterMS)
+	CodeFileNotFound       RejectCode = "file_not_found"      // an input file's object is not in the files bucket
+	CodeInvalidPath        RejectCode = "invalid_path"        // an input path or object name that is not a clean relative path
+	CodeFileMismatch       RejectCode = "file_mismatch"       // a pinned input file's content has another hash
 )
 
 // RejectError is why a job is rejected. Compare with errors.Is against the
@@ -74,6 +77,9 @@ var (
 	ErrPackageMismatch    = &RejectError{Code: CodePackageMismatch}
 	ErrSessionTampered    = &RejectError{Code: CodeSessionTampered}
 	ErrUnknownSecret      = &RejectError{Code: CodeUnknownSecret}
+	ErrFileNotFound       = &RejectError{Code: CodeFileNotFound}
+	ErrInvalidPath        = &RejectError{Code: CodeInvalidPath}
+	ErrFileMismatch       = &RejectError{Code: CodeFileMismatch}
 )
 
 func reject(code RejectCode, format string, args ...any) *RejectError {
@@ -98,6 +104,9 @@ type Policy struct {
 	// Sessions and Trace say whether the worker offers them. Packages are
 	// checked by the worker, against the packages bucket.
 	Sessions, Trace bool
+	// MaxFiles caps the input files a job names (DefaultMaxFiles if
+	// zero); their sizes are checked by the worker.
+	MaxFiles int
 }
 
 // Plan is a validated job's resolved limits.
@@ -222,6 +231,9 @@ func (p Policy) Validate(job *Job) (Plan, error) {
 		return plan, err
 	}
 	if err := checkNames("secret", job.Secrets); err != nil {
+		return plan, err
+	}
+	if err := checkFiles(job.Files, p.MaxFiles); err != nil {
 		return plan, err
 	}
 

@@ -73,6 +73,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return cmdSession(ctx, e, args[1:])
 		case "package":
 			return cmdPackage(ctx, e, args[1:])
+		case "files":
+			return cmdFiles(ctx, e, args[1:])
 		case "help":
 			usage(stdout)
 			return exitOK
@@ -81,7 +83,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return cmdRun(ctx, e, args)
 }
 
-var subcommands = map[string]bool{"cancel": true, "attach": true, "callbacks": true, "session": true, "package": true, "help": true}
+var subcommands = map[string]bool{"cancel": true, "attach": true, "callbacks": true, "session": true, "package": true, "files": true, "help": true}
 
 // commonFirst moves the common flags given before a subcommand
 // ("eryx-submit --nats URL session list") after it, where its flag set
@@ -122,6 +124,7 @@ func usage(w io.Writer) {
   eryx-submit callbacks           list the callbacks workers can offer
   eryx-submit session list|snapshot|restore|delete ...
   eryx-submit package upload NAME FILE | list | delete NAME
+  eryx-submit files put LOCAL [NAME] | get NAME [LOCAL] | ls [PREFIX] | rm NAME...
 
 Exit status: 0 ok, 1 Python error, 124 timeout, 125 fuel exhausted, 130 cancelled,
 2 usage or infrastructure error (including a rejected job).
@@ -201,6 +204,8 @@ type runOptions struct {
 	noCallbks bool
 	network   string
 	noNetwork bool
+	files     multi  // --file LOCAL[:PATH]
+	outDir    string // --out DIR
 }
 
 func runFlags(out io.Writer) (*flag.FlagSet, *runOptions) {
@@ -222,6 +227,7 @@ func runFlags(out io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.BoolVar(&o.noCallbks, "no-callbacks", false, "allow no callbacks at all")
 	fs.StringVar(&o.network, "network", "", `network request narrowing the worker's policy, e.g. '{"allow":["api.example.com"]}'`)
 	fs.BoolVar(&o.noNetwork, "no-network", false, "no network access at all")
+	o.registerFileFlags(fs)
 	return fs, o
 }
 
@@ -303,11 +309,29 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 		return e.errorf("%v", err)
 	}
 	defer nc.Close()
+	if job.Files, err = uploadInputs(ctx, client, o.files); err != nil {
+		return e.errorf("%v", err)
+	}
 	res, err := follow(ctx, e, client, job, o.queue, o.jsonOut, true)
 	if err != nil {
 		return e.errorf("%v", err)
 	}
-	return report(e, res, o.jsonOut)
+	exit := report(e, res, o.jsonOut)
+	if o.outDir == "" && len(res.Files) > 0 && !o.jsonOut {
+		fmt.Fprintf(e.stderr, "eryx-submit: %d output file(s), e.g. %s/%s: fetch with --out DIR or 'files get'\n",
+			len(res.Files), res.ID, res.Files[0].Path)
+	}
+	if o.outDir != "" {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		defer cancel()
+		if err := downloadOutputs(dctx, e, client, res, o.outDir); err != nil {
+			fmt.Fprintf(e.stderr, "eryx-submit: downloading outputs: %v\n", err)
+			if exit == exitOK {
+				exit = exitUsage
+			}
+		}
+	}
+	return exit
 }
 
 // source returns the code from -c, FILE or stdin.

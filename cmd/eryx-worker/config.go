@@ -53,7 +53,15 @@ type Config struct {
 	SessionMemory   ByteSize      `envconfig:"SESSION_MEMORY" default:"256MiB" desc:"linear memory of all warm sessions together; least recently used leave first"`
 	SnapshotKey     string        `envconfig:"SNAPSHOT_KEY" desc:"secret (at least 32 bytes) session snapshots are tagged with; every worker needs the same"`
 	SnapshotKeyFile string        `envconfig:"SNAPSHOT_KEY_FILE" desc:"file holding the snapshot key; neither set: one generated in ERYX_DATA_DIR"`
-	Callbacks       bool          `envconfig:"CALLBACKS" default:"true" desc:"discover callback services ($SRV) and offer them to jobs"`
+	// Job files (docs/files.md).
+	FilesTTL         time.Duration `envconfig:"FILES_TTL" default:"24h" desc:"lifetime of an object in the files bucket (inputs and outputs)"`
+	FilesBucketBytes ByteSize      `envconfig:"FILES_BUCKET_MAX_BYTES" default:"1GiB" desc:"size of the files bucket; when full, uploads and output files are refused"`
+	FileMaxBytes     ByteSize      `envconfig:"FILE_MAX_BYTES" default:"16MiB" desc:"largest input file of a job (too_large)"`
+	FilesMaxBytes    ByteSize      `envconfig:"FILES_MAX_BYTES" default:"32MiB" desc:"input files of a job together (too_large)"`
+	FilesMaxCount    int           `envconfig:"FILES_MAX_COUNT" default:"32" desc:"input files a job may name (too_large)"`
+	OutputFilesBytes ByteSize      `envconfig:"OUTPUT_FILES_MAX_BYTES" default:"16MiB" desc:"bytes a job may write under /output; more writes fail"`
+	OutputFilesCount int           `envconfig:"OUTPUT_FILES_MAX_COUNT" default:"100" desc:"files and directories a job may create under /output"`
+	Callbacks        bool          `envconfig:"CALLBACKS" default:"true" desc:"discover callback services ($SRV) and offer them to jobs"`
 	// Bounds of discovery and of what a job gets (docs/callbacks.md).
 	CallbacksPerService int      `envconfig:"CALLBACKS_MAX_PER_SERVICE" default:"256" desc:"callbacks taken from one service"`
 	CallbacksTotal      int      `envconfig:"CALLBACKS_MAX_TOTAL" default:"1024" desc:"callbacks in the whole catalogue"`
@@ -113,6 +121,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ERYX_FUEL_DEFAULT must be at least 1 and at most ERYX_FUEL_MAX, itself at most %d", uint64(sandbox.MaxFuel))
 	case c.HashSeed != "" && !validHashSeed(c.HashSeed):
 		return fmt.Errorf("ERYX_HASH_SEED must be an integer from 0 to 4294967295, not %q", c.HashSeed)
+	case c.FileMaxBytes < 1 || c.FilesMaxBytes < 1 || c.OutputFilesBytes < 1 || c.FilesBucketBytes < 1<<20:
+		return fmt.Errorf("ERYX_FILE_MAX_BYTES, ERYX_FILES_MAX_BYTES, ERYX_OUTPUT_FILES_MAX_BYTES must be at least 1 byte, ERYX_FILES_BUCKET_MAX_BYTES 1MiB")
+	case c.FilesMaxCount < 1 || c.OutputFilesCount < 1 || c.FilesTTL <= 0:
+		return fmt.Errorf("ERYX_FILES_MAX_COUNT and ERYX_OUTPUT_FILES_MAX_COUNT must be at least 1, ERYX_FILES_TTL positive")
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("ERYX_LOG_FORMAT must be text or json, not %q", c.LogFormat)
 	}

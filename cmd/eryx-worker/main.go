@@ -233,6 +233,8 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			Replicas:            cfg.Replicas,
 			MaxQueuedPerTenant:  cfg.MaxQueuedPerTenant,
 			Control:             jobs.ControlLimits{MaxMsgs: cfg.ControlMaxMsgs, MaxBytes: int64(cfg.ControlMaxBytes)}, //nolint:gosec // the parser caps sizes at 2^62
+			FilesTTL:            cfg.FilesTTL,
+			FilesMaxBytes:       int64(cfg.FilesBucketBytes), //nolint:gosec // the parser caps sizes at 2^62
 		},
 		Policy: jobs.Policy{
 			MaxJobBytes:  int(cfg.MaxJobBytes),
@@ -241,6 +243,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 			MemoryBytes:  uint64(cfg.MemoryLimit),
 			Fuel:         cfg.FuelDefault,
 			MaxFuel:      cfg.FuelMax,
+			MaxFiles:     cfg.FilesMaxCount,
 		},
 		Network:       gateway,
 		Secrets:       cfg.secrets,
@@ -270,6 +273,9 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 	if cfg.Quotas {
 		wcfg.Quotas = worker.StoreQuotas(js, cfg.SubjectPrefix)
 	}
+	// Job files (docs/files.md).
+	wcfg.FileMaxBytes, wcfg.FilesMaxBytes = int64(cfg.FileMaxBytes), int64(cfg.FilesMaxBytes) //nolint:gosec // the parser caps sizes at 2^62
+	wcfg.OutputFilesBytes, wcfg.OutputFiles = int(cfg.OutputFilesBytes), cfg.OutputFilesCount
 	if cfg.Callbacks {
 		cat := catalogue.New(ctx, nc, catalogue.Options{
 			Prefix:        cfg.SubjectPrefix,

@@ -49,3 +49,36 @@ func Read(ctx context.Context, store jetstream.ObjectStore, name string, limit i
 	}
 	return buf.Bytes(), nil
 }
+
+// ErrChanged is returned when an object is no longer the one expected:
+// it was replaced (another size or digest) since its info was checked.
+var ErrChanged = errors.New("object changed")
+
+// ReadExpect returns the object's bytes if it still has exactly the size
+// and digest given (from an info checked earlier). At most size+1 bytes
+// are buffered, whatever the object's chunks hold; the store verifies the
+// digest of what was read (jetstream.ErrDigestMismatch).
+func ReadExpect(ctx context.Context, store jetstream.ObjectStore, name string, size uint64, digest string) ([]byte, error) {
+	res, err := store.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = res.Close() }()
+	info, err := res.Info()
+	if err != nil {
+		return nil, err
+	}
+	if info.Size != size || info.Digest != digest {
+		return nil, fmt.Errorf("%w: %s is %d bytes (%s), expected %d (%s)", ErrChanged, name, info.Size, info.Digest, size, digest)
+	}
+	buf := make([]byte, 0, size)
+	w := bytes.NewBuffer(buf)
+	n, err := io.Copy(w, io.LimitReader(res, int64(size)+1)) //nolint:gosec // size is bounded by the caller's limit
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("reading object %s: %w", name, err)
+	case uint64(n) != size: //nolint:gosec // n >= 0
+		return nil, fmt.Errorf("%w: %s has %d bytes, its info says %d", ErrChanged, name, n, size)
+	}
+	return w.Bytes(), nil
+}

@@ -16,6 +16,15 @@ const (
 	// callbacks than Config.CallbackInstallMax; the rest are reachable
 	// through invoke() only.
 	BoundCallbackInstall = "callback_install"
+	// BoundFileBytes, BoundFilesBytes: a job was rejected because an
+	// input file, or all of them together, are larger than
+	// Config.FileMaxBytes or FilesMaxBytes (by their object infos).
+	BoundFileBytes  = "file_bytes"
+	BoundFilesBytes = "files_bytes"
+	// BoundOutputFilesBytes, BoundOutputFiles: a job's writes under
+	// /output were refused by Config.OutputFilesBytes or OutputFiles.
+	BoundOutputFilesBytes = "output_files_bytes"
+	BoundOutputFiles      = "output_files"
 )
 
 // bound reports that bound was hit, to Config.OnBound if set.

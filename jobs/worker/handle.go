@@ -122,6 +122,10 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 	if err != nil {
 		return w.rejectJob(ctx, d, err)
 	}
+	inputs, err := w.inputFiles(ctx, d, job.Files)
+	if err != nil {
+		return w.rejectJob(ctx, d, err)
+	}
 
 	key := jobKey(d.tenant, d.id)
 	cancelled, duplicate := w.cancels.start(key, stopRun)
@@ -142,7 +146,7 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 		return w.finish(ctx, d, &jobs.Result{Status: jobs.StatusCancelled, Reason: "cancelled before it started"})
 	}
 
-	res := w.execute(runCtx, d, plan, pkgs, netReq)
+	res := w.execute(runCtx, d, plan, pkgs, inputs, netReq)
 	if res == nil {
 		return "" // put back, or nowhere to report to
 	}
@@ -240,21 +244,25 @@ func (w *Worker) rejectJob(ctx context.Context, d *delivery, err error) jobs.Sta
 // execute runs the job's code. It returns nil when the job must not be
 // answered: it was put back on the queue (drain) or nothing can be
 // reported (connection lost).
-func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs []*sandbox.Package, netReq netgate.Request) *jobs.Result {
+func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs []*sandbox.Package,
+	inputs []sandbox.InputFile, netReq netgate.Request) *jobs.Result {
 	job := d.job
 	events := newEventPublisher(w.nc, w.cfg.Subjects, d.tenant, d.id, d.attempt, w.cfg.ID)
 	opts := sandbox.ExecOptions{
 		Limits: sandbox.Limits{
-			Timeout:       plan.Timeout,
-			MemoryBytes:   plan.MemoryBytes,
-			OutputBytes:   w.cfg.OutputBytes,
-			CodeBytes:     w.cfg.Policy.MaxCodeBytes,
-			HostCalls:     w.cfg.HostCalls,
-			HostCallBytes: w.cfg.HostCallBytes,
-			TraceEvents:   w.cfg.TraceEvents,
-			TraceBytes:    w.cfg.TraceBytes,
-			Fuel:          plan.Fuel,
+			Timeout:          plan.Timeout,
+			MemoryBytes:      plan.MemoryBytes,
+			OutputBytes:      w.cfg.OutputBytes,
+			CodeBytes:        w.cfg.Policy.MaxCodeBytes,
+			HostCalls:        w.cfg.HostCalls,
+			HostCallBytes:    w.cfg.HostCallBytes,
+			TraceEvents:      w.cfg.TraceEvents,
+			TraceBytes:       w.cfg.TraceBytes,
+			Fuel:             plan.Fuel,
+			OutputFilesBytes: w.cfg.OutputFilesBytes,
+			OutputFiles:      w.cfg.OutputFiles,
 		},
+		Files:          inputs,
 		OnOutput:       events.output,
 		Callbacks:      w.callbacksFor(d, job),
 		CallbackLimits: w.cfg.CallbackLimits,
@@ -326,6 +334,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 		return nil
 	}
 	res := resultFromSandbox(sres)
+	w.outputFiles(ctx, d, sres, res)
 	if sres.Status == sandbox.StatusCrashed {
 		// The job's result says only that the interpreter crashed; the
 		// cause (a wasm trap, a host panic) is for the operator, and a

@@ -132,6 +132,14 @@ type Config struct {
 	SessionMemory uint64
 	// MaxPackageBytes caps a package (sandbox.MaxPackageBytes).
 	MaxPackageBytes int64
+	// FileMaxBytes and FilesMaxBytes cap one input file of a job and all
+	// of them (DefaultFileMaxBytes, DefaultFilesMaxBytes); their number
+	// is Policy.MaxFiles. OutputFilesBytes and OutputFiles cap /output
+	// (sandbox defaults). FilesStoreTimeout bounds storing a job's output
+	// files (DefaultFilesStoreTimeout). See docs/files.md.
+	FileMaxBytes, FilesMaxBytes   int64
+	OutputFilesBytes, OutputFiles int
+	FilesStoreTimeout             time.Duration
 	// CallbackInstallMax bounds the callbacks installed as Python globals
 	// in a job (DefaultCallbackInstallMax); others stay reachable through
 	// invoke(name, **kwargs).
@@ -213,6 +221,24 @@ func (c Config) withDefaults() Config {
 	if c.CallbackInstallMax <= 0 {
 		c.CallbackInstallMax = DefaultCallbackInstallMax
 	}
+	if c.FileMaxBytes <= 0 {
+		c.FileMaxBytes = DefaultFileMaxBytes
+	}
+	if c.FilesMaxBytes <= 0 {
+		c.FilesMaxBytes = DefaultFilesMaxBytes
+	}
+	if c.Policy.MaxFiles <= 0 {
+		c.Policy.MaxFiles = jobs.DefaultMaxFiles
+	}
+	if c.OutputFilesBytes <= 0 {
+		c.OutputFilesBytes = sandbox.DefaultOutputFilesBytes
+	}
+	if c.OutputFiles <= 0 {
+		c.OutputFiles = sandbox.DefaultOutputFiles
+	}
+	if c.FilesStoreTimeout <= 0 {
+		c.FilesStoreTimeout = DefaultFilesStoreTimeout
+	}
 	c.Policy.Sessions = c.Sessions != nil
 	c.Policy.Trace = true
 	if c.Logger == nil {
@@ -238,6 +264,7 @@ type Worker struct {
 	results  jetstream.Stream
 	control  jetstream.Stream
 	packages jetstream.ObjectStore
+	files    jetstream.ObjectStore // jobs' input and output files
 
 	// held are the stream sequences of the deliveries this worker holds,
 	// for the dead-letter check (see holds).
@@ -297,6 +324,9 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 		return nil, err
 	}
 	if w.packages, err = js.ObjectStore(ctx, s.PackagesBucket()); err != nil {
+		return nil, err
+	}
+	if w.files, err = js.ObjectStore(ctx, s.FilesBucket()); err != nil {
 		return nil, err
 	}
 	w.pkgs = newPackageCache(w.packages, cfg.MaxPackageBytes)

@@ -178,15 +178,18 @@ func (e *Engine) Close(ctx context.Context) error {
 
 // moduleConfig is the WASI view every instance gets: no arguments, no
 // environment, the stdlib archive read-only at /lib, a null device, a
-// private in-memory /tmp and nothing of the host's file system, real clocks
+// private in-memory /tmp, the execution's input files at /data and its
+// output directory /output, and nothing of the host's file system, real clocks
 // and crypto-quality randomness.
-func (e *Engine) moduleConfig(stdout, stderr streamWriter, tmp *memfs.FS, pkgs *pkgFS) wazero.ModuleConfig {
+func (e *Engine) moduleConfig(stdout, stderr streamWriter, tmp *memfs.FS, pkgs *pkgFS, data *dataFS, out *outFS) wazero.ModuleConfig {
 	// The mounts must be the same for pre-initialisation and every sandbox:
 	// wasi-libc records the preopened directories in linear memory, which
 	// the snapshot carries over.
 	fsc := wazero.NewFSConfig().WithFSMount(e.stdlib, stdlibMount).WithFSMount(pkgs, "/pkg").(sysfs.FSConfig).
 		WithSysFSMount(devFS{}, "/dev").(sysfs.FSConfig).
-		WithSysFSMount(tmp, "/tmp")
+		WithSysFSMount(tmp, "/tmp").(sysfs.FSConfig).
+		WithSysFSMount(data, DataMount).(sysfs.FSConfig).
+		WithSysFSMount(out, OutputMount)
 	return wazero.NewModuleConfig().
 		WithName("").
 		WithFSConfig(fsc).
@@ -207,7 +210,7 @@ func (e *Engine) preInitialise(ctx context.Context) error {
 	sb := &Sandbox{eng: e}
 	alloc := &memoryAllocator{limit: MaxMemoryBytes}
 	// No start functions: the data segments must be in memory first.
-	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, memfs.New(1<<20), &pkgFS{}).
+	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, memfs.New(1<<20), &pkgFS{}, &dataFS{}, &outFS{}).
 		WithStartFunctions()
 	// The start-up output (normally none) is only shown if it fails.
 	capt := newCapture(64<<10, nil)

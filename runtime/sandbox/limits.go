@@ -24,6 +24,9 @@ const (
 	// the 2-7e7 units a second measured, so that the wall-clock timeout
 	// normally binds first.
 	DefaultFuel = 100_000_000_000
+	// /output: bytes of all files together, and files plus directories.
+	DefaultOutputFilesBytes = 16 << 20
+	DefaultOutputFiles      = 100
 	// MaxTraceEventBytes bounds one trace event; larger ones are dropped.
 	MaxTraceEventBytes = 64 << 10
 	// MaxMemoryBytes is the most any sandbox may be given (wasm32 addresses
@@ -76,6 +79,12 @@ type Limits struct {
 	// the execution with StatusFuelExhausted. It needs preemption (the
 	// default); without it fuel is neither counted nor enforced.
 	Fuel uint64
+	// OutputFilesBytes caps the data the code can write under /output,
+	// OutputFiles the files and directories it can create there (host
+	// memory, like /tmp). Writes beyond fail (EIO) and
+	// Result.OutputFilesLimit names the cap.
+	OutputFilesBytes int
+	OutputFiles      int
 }
 
 // withDefaults returns l with zero fields replaced by the defaults.
@@ -113,6 +122,12 @@ func (l Limits) withDefaults() Limits {
 	if l.Fuel == 0 {
 		l.Fuel = DefaultFuel
 	}
+	if l.OutputFilesBytes == 0 {
+		l.OutputFilesBytes = DefaultOutputFilesBytes
+	}
+	if l.OutputFiles == 0 {
+		l.OutputFiles = DefaultOutputFiles
+	}
 	return l
 }
 
@@ -138,6 +153,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("%w: negative trace limit", ErrInvalidLimits)
 	case l.Fuel > MaxFuel:
 		return fmt.Errorf("%w: fuel %d is above the maximum %d", ErrInvalidLimits, l.Fuel, uint64(MaxFuel))
+	case l.OutputFilesBytes < 0 || l.OutputFiles < 0:
+		return fmt.Errorf("%w: negative /output limit", ErrInvalidLimits)
 	}
 	return nil
 }

@@ -117,6 +117,11 @@ type Result struct {
 	// without preemption. Exact unless a timeout or cancel stopped it.
 	FuelConsumed uint64 `json:"fuel_consumed"`
 	Stats        Stats  `json:"stats"`
+	// OutputFiles are the files the code left under /output, whatever the
+	// outcome; OutputFilesLimit names the /output cap (LimitOutputFiles,
+	// LimitOutputFilesBytes) that refused some of its writes, if any.
+	OutputFiles      []OutputFile `json:"-"`
+	OutputFilesLimit string       `json:"output_files_limit,omitempty"`
 
 	skipped []SkippedVariable // session operations only
 }

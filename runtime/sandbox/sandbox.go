@@ -57,6 +57,10 @@ type ExecOptions struct {
 	// Env are environment variables of this execution only (os.environ
 	// and eryx.secret): the placeholders of a job's secrets.
 	Env map[string]string
+	// Files are this execution's inputs under /data (read-only, fetched
+	// on first open). Whatever the code writes under /output comes back
+	// in Result.OutputFiles, within Limits.OutputFilesBytes and OutputFiles.
+	Files []InputFile
 }
 
 // Sandbox is one isolated interpreter. Executions on a sandbox are
@@ -68,6 +72,8 @@ type Sandbox struct {
 	mem         *guestMemory
 	tmp         *memfs.FS
 	pkgs        *pkgFS
+	data        *dataFS
+	out         *outFS
 	countdown   api.MutableGlobal // the preemption countdown; nil without preemption
 	preemptMu   sync.Mutex        // orders countdown refills against stop requests
 	fnAlloc     api.Function
@@ -110,7 +116,8 @@ func (e *Engine) NewSandbox(ctx context.Context, limits Limits) (*Sandbox, error
 	alloc := &memoryAllocator{limit: lim.MemoryBytes, image: e.image}
 	sb.tmp = memfs.New(int64(lim.TmpBytes))
 	sb.pkgs = &pkgFS{}
-	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, sb.tmp, sb.pkgs).
+	sb.data, sb.out = &dataFS{}, &outFS{}
+	cfg := e.moduleConfig(streamWriter{sb, Stdout}, streamWriter{sb, Stderr}, sb.tmp, sb.pkgs, sb.data, sb.out).
 		WithStartFunctions() // the image already holds an initialised interpreter
 	mod, err := e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), e.compiled, cfg)
 	if err != nil {
@@ -226,6 +233,14 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Inputs are fetched with a context that ends when the execution is
+	// stopped, so a slow fetch cannot outlive a timeout or cancel.
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	if err := sb.data.set(fetchCtx, opts.Files); err != nil {
+		return nil, nil, err
+	}
+	defer sb.data.clear() // the inputs' bytes go with the execution
 	sb.curMu.Lock()
 	sb.cancel = cancel
 	sb.curMu.Unlock()
@@ -243,6 +258,7 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	st.calls = newHostCalls(ctx, opts, lim, st.exceeded)
 	sb.mem.setLimit(lim.MemoryBytes)
 	sb.pkgs.set(opts.Packages)
+	sb.out.reset(int64(lim.OutputFilesBytes), lim.OutputFiles)
 	sb.mem.failed.Store(false)
 	sb.startFuel(st, lim.Fuel)
 
@@ -252,6 +268,13 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 	go func() {
 		defer close(watchdogDone)
 		sb.watchdog(ctx, st, lim.Timeout, done)
+	}()
+	go func() {
+		select {
+		case <-st.interrupt:
+			stopFetch()
+		case <-done:
+		}
 	}()
 	callErr := sb.run(withState(ctx, st), input, guestOpts, flags)
 	close(done)
@@ -286,6 +309,9 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 			MemoryLimitHit:  sb.mem.failed.Load(),
 		},
 	}
+	// Collected whatever the outcome: a failed or stopped job's files are
+	// kept too (the guest is no longer running, even after a hard stop).
+	res.OutputFiles, res.OutputFilesLimit = sb.out.collect()
 	res, err = sb.finish(ctx, st, res, callErr)
 	return res, st, err
 }
@@ -492,6 +518,12 @@ func mergeLimits(base, over Limits) Limits {
 	}
 	if over.Fuel != 0 {
 		base.Fuel = over.Fuel
+	}
+	if over.OutputFilesBytes != 0 {
+		base.OutputFilesBytes = over.OutputFilesBytes
+	}
+	if over.OutputFiles != 0 {
+		base.OutputFiles = over.OutputFiles
 	}
 	return base.withDefaults()
 }
