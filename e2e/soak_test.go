@@ -28,7 +28,7 @@ const (
 	soakPool          = 2
 	soakJobMiB        = 32
 	soakSessionMiB    = 64
-	hostAllowanceMiB  = 80
+	hostAllowanceMiB  = 144
 	fixedOverheadMiB  = 300
 	soakBoundMiB      = soakPool*(soakJobMiB+hostAllowanceMiB) + soakSessionMiB + fixedOverheadMiB
 	ordinaryPerRound  = 12
