@@ -553,7 +553,9 @@ func TestDiscoveryIsBounded(t *testing.T) {
 	var mu sync.Mutex
 	ignored := map[string]int{}
 	opts := fastOpts()
-	opts.DiscoveryQuiet = 200 * time.Millisecond
+	// The counts below need every reply: generous windows, since 23 replies
+	// of up to a few MiB can come slowly on a loaded machine (-race).
+	opts.DiscoveryWait, opts.DiscoveryQuiet, opts.DiscoveryMax = check.Bound, 2*time.Second, 2*check.Bound
 	opts.MaxPerService, opts.MaxTotal, opts.MaxInfoBytes = 100, 500, (floodBytes+hugeBytes)/2
 	opts.AllowService = func(service, _ string) bool { return service != "refused" }
 	opts.OnIgnore = func(reason string, n int) { mu.Lock(); ignored[reason] += n; mu.Unlock() }
