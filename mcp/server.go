@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -79,6 +80,9 @@ type Server struct {
 	cfg      ServerConfig
 	mcp      *sdk.Server
 	inFlight atomic.Int64
+
+	mu       sync.Mutex
+	sessions map[string]*sessionWatch // by HTTP session id
 }
 
 // NewServer builds the server and its tools.
@@ -107,7 +111,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg}
+	s := &Server{cfg: cfg, sessions: map[string]*sessionWatch{}}
 	s.mcp = sdk.NewServer(&sdk.Implementation{Name: "eryx", Title: "eryx Python sandbox", Version: cfg.Version},
 		&sdk.ServerOptions{Instructions: instructions, Logger: cfg.Logger})
 	sdk.AddTool(s.mcp, &sdk.Tool{
@@ -150,10 +154,18 @@ func (s *Server) HTTPHandler(token string) http.Handler {
 			// Idle sessions of vanished clients are closed, not kept
 			// forever.
 			SessionTimeout: 30 * time.Minute})
+	ends := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete {
+			if id := r.Header.Get("Mcp-Session-Id"); id != "" {
+				s.endSession(id)
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 	if token == "" {
-		return h
+		return ends
 	}
-	return bearer(token, h)
+	return bearer(token, ends)
 }
 
 // bearer requires the token, compared in constant time.
@@ -222,6 +234,22 @@ func (s *Server) runPython(ctx context.Context, req *sdk.CallToolRequest, in Run
 		return nil, nil, fmt.Errorf("busy: %d runs in flight, the limit (max_in_flight) is %d; retry later", n-1, s.cfg.MaxInFlight)
 	}
 	defer s.inFlight.Add(-1)
+	// The SDK ends a call's context on notifications/cancelled and when
+	// stdin reaches EOF, but an HTTP session's end (DELETE) waits for the
+	// calls in flight: a job nobody waits for must stop then too.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if req.Session != nil {
+		ended, release := s.watchSession(req.Session.ID())
+		defer release()
+		go func() {
+			select {
+			case <-ended:
+				stop()
+			case <-ctx.Done():
+			}
+		}()
+	}
 
 	job := &jobs.Job{ID: uuid.NewString(), Code: in.Code, Session: in.Session, Trace: in.Trace}
 	if in.TimeoutSeconds > 0 {
@@ -271,6 +299,46 @@ func (s *Server) runPython(ctx context.Context, req *sdk.CallToolRequest, in Run
 		Content: []sdk.Content{&sdk.TextContent{Text: readable(out)}},
 		IsError: res.Status != jobs.StatusOK,
 	}, out, nil
+}
+
+// sessionWatch lets the runs of one HTTP session learn that the client
+// ended it.
+type sessionWatch struct {
+	runs  int
+	ended chan struct{}
+}
+
+// watchSession returns a channel closed when the client deletes HTTP
+// session id, and the function to call when the run is over.
+func (s *Server) watchSession(id string) (<-chan struct{}, func()) {
+	if id == "" {
+		return nil, func() {}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.sessions[id]
+	if w == nil {
+		w = &sessionWatch{ended: make(chan struct{})}
+		s.sessions[id] = w
+	}
+	w.runs++
+	return w.ended, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if w.runs--; w.runs == 0 && s.sessions[id] == w {
+			delete(s.sessions, id)
+		}
+	}
+}
+
+// endSession signals the runs of HTTP session id.
+func (s *Server) endSession(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w := s.sessions[id]; w != nil {
+		close(w.ended)
+		delete(s.sessions, id)
+	}
 }
 
 // checkRun refuses what the workers would reject anyway, with an error

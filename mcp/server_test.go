@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -65,7 +67,7 @@ func newPlatform(t *testing.T, mut func(*mcp.ServerConfig)) *platform {
 	}
 	cat := catalogue.New(context.Background(), nc, catalogue.Options{})
 	t.Cleanup(cat.Close)
-	cfg := mcp.ServerConfig{Client: client, Catalogue: cat, Sessions: store}
+	cfg := mcp.ServerConfig{Client: client, Catalogue: cat, Sessions: store, Logger: testLogger(t)}
 	if mut != nil {
 		mut(&cfg)
 	}
@@ -89,6 +91,23 @@ var transports = []struct {
 		}
 		t.Cleanup(func() { _ = ss.Close() })
 		return connectClient(t, ct, opts)
+	}},
+	{"stdio-pipes", func(t *testing.T, p *platform, opts *sdk.ClientOptions) *sdk.ClientSession {
+		// What eryx-mcp serve does on stdin/stdout, over OS pipes.
+		sr, cw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cr, sw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := p.server.MCP().Connect(t.Context(), &sdk.IOTransport{Reader: sr, Writer: sw}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ss.Close() })
+		return connectClient(t, &sdk.IOTransport{Reader: cr, Writer: cw}, opts)
 	}},
 	{"http", func(t *testing.T, p *platform, opts *sdk.ClientOptions) *sdk.ClientSession {
 		hs := httptest.NewServer(p.server.HTTPHandler("s3cret"))
@@ -366,18 +385,52 @@ func TestServeClientCancelStopsTheJob(t *testing.T) {
 	}
 }
 
+// A client that goes away mid-run (its process dies: stdin reaches EOF;
+// over HTTP it ends its session) gets its job cancelled.
 func TestServeClientDisconnectCancelsTheJob(t *testing.T) {
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			p := newPlatform(t, nil)
-			var log progressLog
-			cs := tr.connect(t, p, &sdk.ClientOptions{ProgressNotificationHandler: log.handler})
-			id, done := startSpin(t, t.Context(), cs, &log)
-			_ = cs.Close()
-			<-done
-			waitCancelled(t, p, id)
-		})
-	}
+	t.Run("stdio", func(t *testing.T) {
+		p := newPlatform(t, nil)
+		sr, cw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cr, sw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := p.server.MCP().Connect(t.Context(), &sdk.IOTransport{Reader: sr, Writer: sw}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ss.Close() })
+		var log progressLog
+		c := sdk.NewClient(&sdk.Implementation{Name: "eryx-test", Version: "1"}, &sdk.ClientOptions{ProgressNotificationHandler: log.handler})
+		cs, err := c.Connect(t.Context(), &sdk.IOTransport{Reader: cr, Writer: cw}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := startSpin(t, t.Context(), cs, &log)
+		// The client process dies: its ends of the pipes close.
+		_ = cw.Close()
+		_ = cr.Close()
+		waitCancelled(t, p, id)
+	})
+	t.Run("http", func(t *testing.T) {
+		p := newPlatform(t, nil)
+		hs := httptest.NewServer(p.server.HTTPHandler(""))
+		t.Cleanup(hs.Close)
+		var log progressLog
+		cs := connectClient(t, &sdk.StreamableClientTransport{Endpoint: hs.URL}, &sdk.ClientOptions{ProgressNotificationHandler: log.handler})
+		id, _ := startSpin(t, t.Context(), cs, &log)
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodDelete, hs.URL, nil)
+		req.Header.Set("Mcp-Session-Id", cs.ID())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		waitCancelled(t, p, id)
+	})
 }
 
 func TestServeLimits(t *testing.T) {
@@ -415,7 +468,7 @@ func TestServeLimits(t *testing.T) {
 func TestServeBadInput(t *testing.T) {
 	p := newPlatform(t, nil)
 	hs := httptest.NewServer(p.server.HTTPHandler("s3cret"))
-	defer hs.Close()
+	t.Cleanup(hs.Close) // after the client's session closes
 	ctx, cancel := context.WithTimeout(t.Context(), bound)
 	defer cancel()
 
@@ -468,4 +521,15 @@ func TestServeBadInput(t *testing.T) {
 	if _, out := callRun(t, ctx, cs, map[string]any{"code": "result = 1"}); out.Result != float64(1) {
 		t.Fatalf("after bad input: %+v", out)
 	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
