@@ -12,8 +12,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -143,7 +145,14 @@ func (s *Server) MCP() *sdk.Server { return s.mcp }
 // RunStdio serves one client on stdin/stdout until it disconnects or ctx
 // ends.
 func (s *Server) RunStdio(ctx context.Context) error {
-	return s.mcp.Run(ctx, &sdk.StdioTransport{MaxLineLength: DefaultMaxRequestBytes})
+	return s.RunIO(ctx, os.Stdin, os.Stdout)
+}
+
+// RunIO serves one client on newline-delimited JSON-RPC over r and w
+// until r ends or ctx ends. Bad lines get JSON-RPC errors, and the
+// session goes on.
+func (s *Server) RunIO(ctx context.Context, r io.Reader, w io.Writer) error {
+	return s.mcp.Run(ctx, &lineTransport{r: r, w: w, maxLine: DefaultMaxRequestBytes})
 }
 
 // HTTPHandler serves the streamable HTTP transport. A non-empty token is

@@ -1,6 +1,7 @@
 package mcp_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -102,7 +103,7 @@ var transports = []struct {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ss, err := p.server.MCP().Connect(t.Context(), &sdk.IOTransport{Reader: sr, Writer: sw}, nil)
+		ss, err := p.server.MCP().Connect(t.Context(), mcp.NewLineTransport(sr, sw, sr), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -398,7 +399,7 @@ func TestServeClientDisconnectCancelsTheJob(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ss, err := p.server.MCP().Connect(t.Context(), &sdk.IOTransport{Reader: sr, Writer: sw}, nil)
+		ss, err := p.server.MCP().Connect(t.Context(), mcp.NewLineTransport(sr, sw, sr), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -511,10 +512,38 @@ func TestServeBadInput(t *testing.T) {
 		t.Errorf("oversized body: %d %s", code, body)
 	}
 
+	// Over stdio, garbage lines get JSON-RPC errors and the session goes
+	// on.
+	sr, cw, _ := os.Pipe()
+	cr, sw, _ := os.Pipe()
+	ss, err := p.server.MCP().Connect(ctx, mcp.NewLineTransport(sr, sw, sr), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ss.Close() }()
+	lines := bufio.NewReader(cr)
+	for _, tt := range []struct{ in, want string }{
+		{"not json at all", `"code":-32700`},
+		{`{"jsonrpc":"2.0","id":7,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`, `"id":7,"result"`},
+		{`{"id":4,"foo":1}`, `"id":4,"error":{"code":-32600`},
+		{`[{"jsonrpc":"2.0","id":5,"method":"ping"}]`, `"code":-32600`},
+		{`{"jsonrpc":"2.0","id":6,"method":"no/such/method"}`, `"id":6,"error":{"code":-32601`},
+		{strings.Repeat("z", mcp.DefaultMaxRequestBytes+1), `over the limit`},
+	} {
+		if _, err := io.WriteString(cw, tt.in+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := lines.ReadString('\n')
+		if err != nil || !strings.Contains(got, tt.want) {
+			t.Fatalf("%.40s: got %q (%v), want %s", tt.in, got, err, tt.want)
+		}
+	}
+	_ = cw.Close()
+
 	// Over a real session: an unknown tool is a JSON-RPC error, and the
 	// server still serves.
 	cs := connectClient(t, &sdk.StreamableClientTransport{Endpoint: hs.URL, HTTPClient: tokenClient("s3cret")}, nil)
-	_, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "no_such_tool", Arguments: map[string]any{}})
+	_, err = cs.CallTool(ctx, &sdk.CallToolParams{Name: "no_such_tool", Arguments: map[string]any{}})
 	if err == nil || !strings.Contains(err.Error(), "no_such_tool") {
 		t.Fatalf("unknown tool: %v", err)
 	}
