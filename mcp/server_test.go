@@ -47,7 +47,7 @@ type platform struct {
 func newPlatform(t *testing.T, mut func(*mcp.ServerConfig)) *platform {
 	t.Helper()
 	ctx := t.Context()
-	s, err := solo.Start(ctx, solo.Options{Engine: engine, DataDir: t.TempDir()})
+	s, err := solo.Start(ctx, solo.Options{Engine: engine, DataDir: t.TempDir(), RefreshInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

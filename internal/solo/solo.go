@@ -47,6 +47,10 @@ type Options struct {
 	// Timeout and MemoryBytes are the default and maximum of every job.
 	Timeout     time.Duration
 	MemoryBytes uint64
+	// RefreshInterval is how often the worker rediscovers callback
+	// services (default 5 s: discovery is cheap on one machine, and
+	// bridged MCP tools then appear quickly).
+	RefreshInterval time.Duration
 	// Engine, if set, is used instead of building one (tests share one
 	// per binary); Close leaves it open.
 	Engine *sandbox.Engine
@@ -79,6 +83,9 @@ func Start(ctx context.Context, opts Options) (_ *Solo, err error) {
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 2
+	}
+	if opts.RefreshInterval <= 0 {
+		opts.RefreshInterval = 5 * time.Second
 	}
 	subjects, err := jobs.NewSubjects(opts.Prefix)
 	if err != nil {
@@ -140,7 +147,7 @@ func Start(ctx context.Context, opts Options) (_ *Solo, err error) {
 	}
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	cat := catalogue.New(life, s.nc, catalogue.Options{Prefix: opts.Prefix, Logger: opts.Logger})
+	cat := catalogue.New(life, s.nc, catalogue.Options{Prefix: opts.Prefix, Logger: opts.Logger, RefreshInterval: opts.RefreshInterval})
 	s.onClose(cat.Close)
 
 	w, err := worker.New(ctx, s.nc, sandboxes, worker.Config{
