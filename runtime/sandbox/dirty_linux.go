@@ -39,8 +39,8 @@ type uffdioAPIArg struct{ api, features, ioctls uint64 }
 type uffdioRegisterArg struct{ start, len, mode, ioctls uint64 }
 
 type pmScanArg struct {
-	size, flags, start, end, walkEnd, vec, vecLen, maxPages uint64
-	categoryInverted, categoryMask, categoryAnyofMask, returnMask    uint64
+	size, flags, start, end, walkEnd, vec, vecLen, maxPages       uint64
+	categoryInverted, categoryMask, categoryAnyofMask, returnMask uint64
 }
 
 type pageRegion struct{ start, end, categories uint64 }

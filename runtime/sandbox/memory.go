@@ -139,8 +139,8 @@ type memoryAllocator struct {
 	limit   uint64
 	image   *memoryImage
 	tracker *dirtyTracker // nil: no in-place resets
-	mem   *guestMemory
-	err   error
+	mem     *guestMemory
+	err     error
 }
 
 func (a *memoryAllocator) Allocate(capacity, maxSize uint64) experimental.LinearMemory {
