@@ -50,14 +50,16 @@ func TestWarmsUpToMinIdle(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	p.Release(sb)
-	waitFor(t, "refill to 3 idle", func() bool { return p.Stats().Idle == 3 })
-	if st := p.Stats(); st.Creations != 4 || st.InUse != 0 {
+	waitFor(t, "3 idle again", func() bool { return p.Stats().Idle == 3 })
+	// Reset in place and kept, or closed and replaced.
+	if st := p.Stats(); st.Creations+st.Resets != 4 || st.InUse != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
 
 // 200 concurrent jobs through a pool of 8: nothing deadlocks, the pool never
-// exceeds its size, and every job gets a sandbox nobody used before.
+// exceeds its size, and every job gets a sandbox that is new or reset to
+// new: none sees what an earlier job did.
 func TestUnderLoadEveryJobGetsAFreshSandbox(t *testing.T) {
 	p := newPool(t, pool.Config{MaxSize: 8, MinIdle: 4, AcquireTimeout: time.Minute})
 	const jobs = 200
@@ -94,8 +96,11 @@ func TestUnderLoadEveryJobGetsAFreshSandbox(t *testing.T) {
 	if st.Acquisitions != jobs || st.InUse != 0 || maxInUse > 8 {
 		t.Fatalf("stats %+v, max in use %d", st, maxInUse)
 	}
-	if st.Creations < jobs {
-		t.Fatalf("%d creations for %d jobs: a sandbox was reused", st.Creations, jobs)
+	if st.Creations+st.Resets < jobs {
+		t.Fatalf("%d creations and %d resets for %d jobs: a sandbox was reused without a reset", st.Creations, st.Resets, jobs)
+	}
+	if engine.SlotReset() && st.Resets == 0 {
+		t.Fatalf("in-place resets available but none done: %+v", st)
 	}
 	t.Logf("stats %+v", st)
 }
