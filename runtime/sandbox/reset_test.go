@@ -319,3 +319,37 @@ func TestSpentSandboxesAreNotReusable(t *testing.T) {
 		})
 	}
 }
+
+// The fallback: without in-place resets the engine says so and why, and
+// Reset still returns a sandbox to the image (by mapping it afresh).
+func TestNoSlotResetFallsBackToRebuild(t *testing.T) {
+	ctx := context.Background()
+	e, err := sandbox.NewEngine(ctx, sandbox.Config{NoSlotReset: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = e.Close(ctx) }()
+	st := e.Stats()
+	if e.SlotReset() || st.SlotReset != sandbox.SlotResetRebuild || st.SlotResetFallback == "" {
+		t.Fatalf("stats %+v", st)
+	}
+	sb, err := e.NewSandbox(ctx, sandbox.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sb.Close(ctx) }()
+	marker := newMarker(t)
+	if res, err := sb.Execute(ctx, leaveTraces(marker, ""), sandbox.ExecOptions{}); err != nil || res.Status != sandbox.StatusOK {
+		t.Fatalf("%v %+v", err, res)
+	}
+	if err := sb.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if mem, image := sb.MemoryForTest(), e.ImageForTest(); !bytes.Equal(mem, image) {
+		t.Fatalf("memory differs from the image at page %d", firstDiffPage(mem, image))
+	}
+	res, err := sb.Execute(ctx, probeTraces, sandbox.ExecOptions{})
+	if err != nil || !strings.HasPrefix(res.Stdout, "found []\n") {
+		t.Fatalf("%v %+v", err, res)
+	}
+}
