@@ -36,7 +36,7 @@ func TestInspect(t *testing.T) {
 				i32c(0), opRefNull, tFuncRef, i32c(0), fc(17, 0x00), // table.fill
 				i32c(0), i32c(0), i32c(0), fc(14, 0x00, 0x00), // table.copy
 				i32c(0), i32c(0), i32c(0), fc(12, 0x00, 0x00), // table.init
-				fc(13, 0x00), // elem.drop
+				fc(13, 0x00),         // elem.drop
 				fc(16, 0x00), opDrop, // table.size
 				i32c(0), opTableGet, 0x00, opDrop,
 			)}, Shape{TableWrites: 5}},
