@@ -17,14 +17,13 @@ import (
 // (user and system, from getrusage, so the garbage collector and every
 // other thread of the process count too), minor page faults and wall time.
 type jobCost struct {
-	n                int
-	user, sys        time.Duration
-	minflt, majflt   int64
-	nvcsw, nivcsw    int64
-	wall             []time.Duration
-	before           syscall.Rusage
-	start            time.Time
-	measuredSections int
+	n              int
+	user, sys      time.Duration
+	minflt, majflt int64
+	nvcsw, nivcsw  int64
+	wall           []time.Duration
+	before         syscall.Rusage
+	start          time.Time
 }
 
 func (c *jobCost) begin(b *testing.B) {

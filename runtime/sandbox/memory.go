@@ -166,7 +166,8 @@ func (a *memoryAllocator) Allocate(capacity, maxSize uint64) experimental.Linear
 	if a.tracker != nil {
 		// Everything is the image (or zero) now: track writes from here.
 		m.tracker, m.scan = a.tracker, newScanBuf()
-		if err := a.tracker.register(b); err == nil {
+		err := a.tracker.register(b)
+		if err == nil {
 			err = a.tracker.protect(b, 0, a.image.size, true)
 		}
 		if err != nil {
