@@ -158,7 +158,11 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 		return err
 	}
 	defer func() { _ = engine.Close(context.Background()) }()
-	log.Info("runtime ready", "took", time.Since(start).Round(time.Millisecond))
+	est := engine.Stats()
+	log.Info("runtime ready", "took", time.Since(start).Round(time.Millisecond), "slot_reset", est.SlotReset)
+	if est.SlotResetFallback != "" {
+		log.Warn("sandbox slots are rebuilt for every job, not reset in place", "reason", est.SlotResetFallback)
+	}
 
 	metrics := telemetry.NewMetrics()
 	bounds := telemetry.NewBounds(metrics.Registry())
@@ -168,6 +172,9 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 		MinIdle:  min(cfg.PoolMinIdle, cfg.PoolSize),
 		Limits:   sandbox.Limits{MemoryBytes: uint64(cfg.MemoryLimit)},
 		OnCreate: metrics.SandboxCreated,
+		OnResetError: func(err error) {
+			log.Warn("sandbox slot destroyed: reset failed", "err", err)
+		},
 	})
 	if err != nil {
 		return err

@@ -1,9 +1,12 @@
 // Package pool keeps pre-created sandboxes ready so that a job starts in
 // microseconds instead of the few milliseconds a sandbox takes to create.
 //
-// A sandbox is used by exactly one job: Release closes it and the pool
-// refills from the engine's snapshot in the background, so no state can leak
-// from one job to the next.
+// A sandbox serves one job at a time, and every job starts from the
+// engine's image: Release resets the sandbox in place (Sandbox.Reset: the
+// dirtied pages are written back) when the engine can, and keeps it for the
+// next job; otherwise, and whenever the job left it unusable (a crash, a
+// hard stop, the memory limit) or the reset fails, it is closed and the
+// pool refills in the background. No state leaks from one job to the next.
 package pool
 
 import (
@@ -40,6 +43,11 @@ type Config struct {
 	// OnCreate, if set, is called after each sandbox creation (for metrics;
 	// it runs under the pool's lock, so it must be quick).
 	OnCreate func()
+	// NoReuse closes every released sandbox instead of resetting it.
+	NoReuse bool
+	// OnResetError, if set, is told why a released sandbox could not be
+	// reset (it has been closed); for logs.
+	OnResetError func(error)
 }
 
 func (c Config) withDefaults() Config {
@@ -69,6 +77,9 @@ type Stats struct {
 	Waiting      int           // acquisitions waiting now
 	TotalWait    time.Duration // time spent waiting, all acquisitions together
 	CreateErrors int64         // failed creations
+	Resets       int64         // released sandboxes reset in place for the next job
+	ResetErrors  int64         // resets that failed (the sandbox was closed)
+	Retired      int64         // released sandboxes closed as unusable (crash, hard stop, memory limit)
 }
 
 type idleSandbox struct {
@@ -193,16 +204,51 @@ func (p *Pool) TryAcquire() (*sandbox.Sandbox, bool) {
 	return sb, true
 }
 
-// Release gives back a sandbox from Acquire. It is closed, never reused.
+// Release gives back a sandbox from Acquire. It is reset for the next job
+// (see the package comment) or closed.
 func (p *Pool) Release(sb *sandbox.Sandbox) {
 	if sb == nil {
 		return
 	}
-	_ = sb.Close(context.Background())
+	ctx := context.Background()
+	reuse := !p.cfg.NoReuse && p.eng.SlotReset()
+	retired := false
+	var resetErr error
+	switch {
+	case reuse && sb.Reusable():
+		// Reset closes the sandbox if it fails.
+		resetErr = sb.Reset(ctx)
+		reuse = resetErr == nil
+	case reuse:
+		retired, reuse = true, false
+		_ = sb.Close(ctx)
+	default:
+		_ = sb.Close(ctx)
+	}
 	p.mu.Lock()
 	p.inUse--
+	switch {
+	case resetErr != nil:
+		p.stats.ResetErrors++
+	case retired:
+		p.stats.Retired++
+	case reuse && p.closed:
+		reuse = false
+	case reuse:
+		p.stats.Resets++
+		p.idle = append(p.idle, idleSandbox{sb: sb, since: time.Now()})
+	}
 	p.broadcast()
 	p.mu.Unlock()
+	if reuse {
+		return
+	}
+	if sb.Reusable() { // pool closed meanwhile
+		_ = sb.Close(ctx)
+	}
+	if resetErr != nil && p.cfg.OnResetError != nil {
+		p.cfg.OnResetError(resetErr)
+	}
 	p.kick()
 }
 

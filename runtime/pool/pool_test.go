@@ -50,14 +50,16 @@ func TestWarmsUpToMinIdle(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	p.Release(sb)
-	waitFor(t, "refill to 3 idle", func() bool { return p.Stats().Idle == 3 })
-	if st := p.Stats(); st.Creations != 4 || st.InUse != 0 {
+	waitFor(t, "3 idle again", func() bool { return p.Stats().Idle == 3 })
+	// Reset in place and kept, or closed and replaced.
+	if st := p.Stats(); st.Creations+st.Resets != 4 || st.InUse != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
 
 // 200 concurrent jobs through a pool of 8: nothing deadlocks, the pool never
-// exceeds its size, and every job gets a sandbox nobody used before.
+// exceeds its size, and every job gets a sandbox that is new or reset to
+// new: none sees what an earlier job did.
 func TestUnderLoadEveryJobGetsAFreshSandbox(t *testing.T) {
 	p := newPool(t, pool.Config{MaxSize: 8, MinIdle: 4, AcquireTimeout: time.Minute})
 	const jobs = 200
@@ -94,8 +96,11 @@ func TestUnderLoadEveryJobGetsAFreshSandbox(t *testing.T) {
 	if st.Acquisitions != jobs || st.InUse != 0 || maxInUse > 8 {
 		t.Fatalf("stats %+v, max in use %d", st, maxInUse)
 	}
-	if st.Creations < jobs {
-		t.Fatalf("%d creations for %d jobs: a sandbox was reused", st.Creations, jobs)
+	if st.Creations+st.Resets < jobs {
+		t.Fatalf("%d creations and %d resets for %d jobs: a sandbox was reused without a reset", st.Creations, st.Resets, jobs)
+	}
+	if engine.SlotReset() && st.Resets == 0 {
+		t.Fatalf("in-place resets available but none done: %+v", st)
 	}
 	t.Logf("stats %+v", st)
 }
@@ -194,5 +199,88 @@ func TestJobMemoryCanOnlyNarrow(t *testing.T) {
 	res, err := sb.Execute(ctx, "x = bytearray(100 * 1024 * 1024)", sandbox.ExecOptions{Limits: sandbox.Limits{MemoryBytes: 64 << 20}})
 	if err != nil || res.Error == nil || res.Error.Type != "MemoryError" {
 		t.Fatalf("narrowed limit not applied: %v %+v", err, res)
+	}
+}
+
+// A released sandbox is reset in place and handed out again; one its job
+// left unusable, or whose reset fails, is closed and counted.
+func TestReleaseResetsRetiresOrReportsSandboxes(t *testing.T) {
+	if !engine.SlotReset() {
+		t.Skipf("in-place resets unavailable: %s", engine.Stats().SlotResetFallback)
+	}
+	tests := []struct {
+		name     string
+		code     string
+		limits   sandbox.Limits
+		reused   bool
+		resetErr bool
+		want     func(pool.Stats) bool
+	}{
+		{"normal end", "import builtins\nbuiltins.used = 1", sandbox.Limits{}, true, false,
+			func(s pool.Stats) bool { return s.Resets == 1 }},
+		{"exception", "raise ValueError('x')", sandbox.Limits{}, true, false,
+			func(s pool.Stats) bool { return s.Resets == 1 }},
+		{"memory limit", "x = bytearray(100 * 2**20)", sandbox.Limits{MemoryBytes: 64 << 20}, false, false,
+			func(s pool.Stats) bool { return s.Retired == 1 && s.Resets == 0 }},
+		{"hard stop", "sum(range(10**15))", sandbox.Limits{Timeout: 200 * time.Millisecond}, false, false,
+			func(s pool.Stats) bool { return s.Retired == 1 && s.Resets == 0 }},
+		{"failed reset", "import os\nfor fd in range(3, 9):\n    try:\n        os.close(fd)\n    except OSError:\n        pass", sandbox.Limits{}, false, true,
+			func(s pool.Stats) bool { return s.ResetErrors == 1 && s.Resets == 0 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var resetErrs []error
+			p := newPool(t, pool.Config{MaxSize: 2, MinIdle: 1, OnResetError: func(err error) {
+				mu.Lock()
+				resetErrs = append(resetErrs, err)
+				mu.Unlock()
+			}})
+			ctx := context.Background()
+			sb, err := p.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = sb.Execute(ctx, tt.code, sandbox.ExecOptions{Limits: tt.limits})
+			p.Release(sb)
+			if st := p.Stats(); !tt.want(st) {
+				t.Fatalf("stats %+v", st)
+			}
+			next, err := p.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Release(next)
+			if (next == sb) != tt.reused {
+				t.Fatalf("handed out the same sandbox again: %v, want %v", next == sb, tt.reused)
+			}
+			res, err := next.Execute(ctx, "import builtins\nassert not hasattr(builtins, 'used')", sandbox.ExecOptions{})
+			if err != nil || res.Status != sandbox.StatusOK {
+				t.Fatalf("next job: %v %+v", err, res)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if got := len(resetErrs) == 1 && errors.Is(resetErrs[0], sandbox.ErrResetFailed); got != tt.resetErr {
+				t.Fatalf("OnResetError got %v", resetErrs)
+			}
+		})
+	}
+}
+
+func TestNoReuseClosesEverySandbox(t *testing.T) {
+	p := newPool(t, pool.Config{MaxSize: 2, MinIdle: 1, NoReuse: true})
+	ctx := context.Background()
+	sb, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Release(sb)
+	next, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Release(next)
+	if next == sb || p.Stats().Resets != 0 {
+		t.Fatalf("reused with NoReuse: %+v", p.Stats())
 	}
 }

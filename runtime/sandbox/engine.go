@@ -64,7 +64,20 @@ type Config struct {
 	// price is a secret that is the same everywhere and never rotates
 	// (docs/security.md).
 	HashSeed *uint32
+	// NoSlotReset turns in-place resets off: every sandbox is then used
+	// once and rebuilt (the path taken anyway where the kernel cannot
+	// track dirty pages). For comparisons and as an escape hatch.
+	NoSlotReset bool
 }
+
+// Slot reset modes, reported in InitStats.SlotReset.
+const (
+	// SlotResetInPlace: a sandbox is returned to the image in place
+	// between jobs (Sandbox.Reset writes back only the pages it dirtied).
+	SlotResetInPlace = "in-place"
+	// SlotResetRebuild: every job gets a new instance.
+	SlotResetRebuild = "rebuild"
+)
 
 // InitStats are measurements of NewEngine.
 type InitStats struct {
@@ -72,6 +85,10 @@ type InitStats struct {
 	Compile    time.Duration // wazero compilation (or cache load)
 	PreInit    time.Duration // interpreter start-up and guest runtime import
 	ImageBytes int           // size of the memory image every sandbox starts from
+	// SlotReset is SlotResetInPlace or SlotResetRebuild, and
+	// SlotResetFallback why it is not in place when it is not.
+	SlotReset         string
+	SlotResetFallback string
 }
 
 // Engine creates sandboxes. It is safe for concurrent use.
@@ -85,6 +102,10 @@ type Engine struct {
 	sp        uint64        // __stack_pointer at the same moment
 	clockBase time.Time
 	stats     InitStats
+	// In-place resets: the kernel's write tracking (nil: rebuild) and the
+	// mutable globals to restore, by export name.
+	tracker *dirtyTracker
+	globals []string
 }
 
 // NewEngine compiles the runtime and pre-initialises the interpreter.
@@ -111,6 +132,8 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 		e.stats.Instrument = time.Since(start)
 	}
+
+	reason := e.slotResetShape(module)
 
 	module, e.data, err = stripDataSegments(module)
 	if err != nil {
@@ -158,8 +181,69 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e.stats.PreInit = time.Since(start)
 	e.stats.ImageBytes = e.image.size
+	if reason == "" {
+		reason = e.startSlotReset(ctx)
+	}
+	e.stats.SlotReset, e.stats.SlotResetFallback = SlotResetInPlace, reason
+	if reason != "" {
+		e.stats.SlotReset = SlotResetRebuild
+	}
 	return e, nil
 }
+
+// slotResetShape checks that everything a job can change in an instance,
+// besides memory, can be put back: each mutable global is exported (so it
+// can be saved and restored) and no table can change (no instruction writes
+// one, none is imported or exported). It returns why not, or "".
+func (e *Engine) slotResetShape(module []byte) string {
+	if e.cfg.NoSlotReset {
+		return "turned off (Config.NoSlotReset)"
+	}
+	sh, err := preempt.Inspect(module)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("module not understood: %v", err)
+	case sh.TableWrites > 0 || sh.ImportedTables > 0 || sh.ExportedTables > 0:
+		return "the module can change its function table"
+	case sh.ImportedMutableGlobals > 0 || sh.DataOps > 0:
+		return "the module imports mutable globals or uses passive data"
+	}
+	for _, g := range sh.MutableGlobals {
+		if g.Export == "" {
+			return fmt.Sprintf("mutable global %d is not exported", g.Index)
+		}
+		e.globals = append(e.globals, g.Export)
+	}
+	return ""
+}
+
+// startSlotReset opens the kernel's write tracking and checks, on a real
+// sandbox, what an in-place reset relies on. It returns why in-place resets
+// are not possible, or "".
+func (e *Engine) startSlotReset(ctx context.Context) string {
+	t, err := newDirtyTracker()
+	if err != nil {
+		return err.Error()
+	}
+	e.tracker = t
+	sb, err := e.NewSandbox(ctx, Limits{})
+	if err == nil {
+		if _, err = sb.Execute(ctx, "x = [0] * 1000", ExecOptions{}); err == nil {
+			err = sb.Reset(ctx)
+		}
+		_ = sb.Close(ctx)
+	}
+	if err != nil {
+		e.tracker = nil
+		_ = t.close()
+		return err.Error()
+	}
+	return ""
+}
+
+// SlotReset reports whether sandboxes of this engine can be reset in place
+// (Sandbox.Reset keeps the instance) rather than rebuilt for every job.
+func (e *Engine) SlotReset() bool { return e.tracker != nil }
 
 // Stats reports how long the engine took to start.
 func (e *Engine) Stats() InitStats { return e.stats }
@@ -170,6 +254,9 @@ func (e *Engine) Limits() Limits { return e.cfg.Limits }
 // Close releases the engine. Sandboxes of the engine must not be used after.
 func (e *Engine) Close(ctx context.Context) error {
 	err := e.rt.Close(ctx)
+	if e.tracker != nil {
+		err = errors.Join(err, e.tracker.close())
+	}
 	if e.image != nil {
 		err = errors.Join(err, e.image.close())
 	}

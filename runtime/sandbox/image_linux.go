@@ -12,6 +12,7 @@ import (
 type memoryImage struct {
 	fd   int
 	size int
+	view []byte // read-only shared mapping: the source of in-place resets
 }
 
 func newMemoryImage(b []byte) (*memoryImage, error) {
@@ -36,7 +37,12 @@ func newMemoryImage(b []byte) (*memoryImage, error) {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("sandbox: sealing the image: %w", err)
 	}
-	return &memoryImage{fd: fd, size: len(b)}, nil
+	view, err := unix.Mmap(fd, 0, len(b), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("sandbox: mapping the image read-only: %w", err)
+	}
+	return &memoryImage{fd: fd, size: len(b), view: view}, nil
 }
 
 // mapInto maps the image copy-on-write over the start of dst, which must be
@@ -54,4 +60,7 @@ func (im *memoryImage) mapInto(dst []byte) error {
 	return nil
 }
 
-func (im *memoryImage) close() error { return unix.Close(im.fd) }
+func (im *memoryImage) close() error {
+	_ = unix.Munmap(im.view)
+	return unix.Close(im.fd)
+}

@@ -83,6 +83,13 @@ type Sandbox struct {
 
 	mu     sync.Mutex // held during an execution
 	closed bool
+	// spent says why the sandbox must not serve another job even after a
+	// reset ("" if it may): its last job exceeded the memory limit.
+	spent string
+
+	// What Reset restores (in-place resets only).
+	fds     *fdTable
+	globals []savedGlobal
 
 	curMu  sync.Mutex
 	cur    *capture
@@ -113,7 +120,7 @@ func (e *Engine) NewSandbox(ctx context.Context, limits Limits) (*Sandbox, error
 			ErrInvalidLimits, lim.MemoryBytes, e.image.size)
 	}
 	sb := &Sandbox{eng: e, limits: lim}
-	alloc := &memoryAllocator{limit: lim.MemoryBytes, image: e.image}
+	alloc := &memoryAllocator{limit: lim.MemoryBytes, image: e.image, tracker: e.tracker}
 	sb.tmp = memfs.New(int64(lim.TmpBytes))
 	sb.pkgs = &pkgFS{}
 	sb.data, sb.out = &dataFS{}, &outFS{}
@@ -138,6 +145,12 @@ func (e *Engine) NewSandbox(ctx context.Context, limits Limits) (*Sandbox, error
 	sb.fnInterrupt = mod.ExportedFunction("eryx_interrupt")
 	if g, ok := mod.ExportedGlobal(flagExport).(api.MutableGlobal); ok {
 		sb.countdown = g
+	}
+	// Without in-place resets, only Reset (an explicit API) uses this, and
+	// it closes the sandbox if the state could not be recorded.
+	if err := sb.recordInitialState(); err != nil && e.tracker != nil {
+		_ = sb.Close(ctx)
+		return nil, err
 	}
 	return sb, nil
 }
@@ -308,6 +321,9 @@ func (sb *Sandbox) exec(ctx context.Context, input []byte, flags uint32, lim Lim
 			PeakMemoryBytes: sb.mem.peak(),
 			MemoryLimitHit:  sb.mem.failed.Load(),
 		},
+	}
+	if res.Stats.MemoryLimitHit {
+		sb.spent = "its last job hit the memory limit"
 	}
 	// Collected whatever the outcome: a failed or stopped job's files are
 	// kept too (the guest is no longer running, even after a hard stop).

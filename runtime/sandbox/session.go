@@ -94,18 +94,3 @@ func (sb *Sandbox) ClearState(ctx context.Context) error {
 	_, _, err := sb.sessionOp(ctx, nil, flagClear, nil, nil)
 	return err
 }
-
-// Reset returns the sandbox to its freshly created state: the interpreter's
-// memory image is restored, so nothing of earlier executions survives.
-func (sb *Sandbox) Reset(ctx context.Context) error {
-	sb.mu.Lock()
-	defer sb.mu.Unlock()
-	if sb.closed {
-		return ErrSandboxClosed
-	}
-	if err := sb.mem.reset(); err != nil {
-		return err
-	}
-	sb.tmp.Clear()
-	return sb.restore()
-}

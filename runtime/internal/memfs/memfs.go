@@ -49,6 +49,7 @@ func New(quota int64) *FS {
 func (f *FS) Clear() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.ino = 0 // inode numbers start over, as in a new FS
 	f.root = f.newNode(true)
 	f.used = 0
 }

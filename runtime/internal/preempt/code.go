@@ -89,6 +89,10 @@ type codeScan struct {
 	bodies []body
 	points []int // input offsets before which a check goes, ascending
 	loops  int
+	// Instructions that change module state other than memory and
+	// globals, counted for Inspect.
+	tableWrites int // table.set, table.grow, table.fill, table.copy, table.init, elem.drop
+	dataOps     int // memory.init, data.drop
 }
 
 // scanCode walks every function body and records where checks go. This is
@@ -174,6 +178,9 @@ func (r *reader) expr(cs *codeScan) error {
 				cs.loops++
 			}
 		case immIndex:
+			if op == 0x26 && cs != nil { // table.set
+				cs.tableWrites++
+			}
 			r.leb(lebU32)
 		case immTwoIndex:
 			r.leb(lebU32)
@@ -198,7 +205,15 @@ func (r *reader) expr(cs *codeScan) error {
 		case immHeapType:
 			r.leb(lebS33)
 		case immPrefixFC:
-			r.prefixFC(at)
+			sub := r.prefixFC(at)
+			if cs != nil {
+				switch sub {
+				case 8, 9:
+					cs.dataOps++
+				case 12, 13, 14, 15, 17:
+					cs.tableWrites++
+				}
+			}
 		case immPrefixFD:
 			r.prefixFD(at)
 		case immPrefixFE:
@@ -221,18 +236,19 @@ func unknownOpcode(at int, op byte, sub ...uint32) error {
 	return fmt.Errorf("%w 0x%02x at offset %d", ErrUnknownOpcode, op, at)
 }
 
-func (r *reader) prefixFC(at int) {
+func (r *reader) prefixFC(at int) uint32 {
 	sub := r.u32()
 	if r.err != nil {
-		return
+		return sub
 	}
 	if sub >= uint32(len(fcIndices)) {
 		r.err = unknownOpcode(at, 0xfc, sub)
-		return
+		return sub
 	}
 	for range fcIndices[sub] {
 		r.leb(lebU32)
 	}
+	return sub
 }
 
 // prefixFD skips the immediates of a SIMD instruction. Only a few ranges
