@@ -225,7 +225,7 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 	pkgs := "OBJ_" + s.PackagesBucket()
 	files := "OBJ_" + s.FilesBucket() // jobs' input and output files (docs/files.md)
 	authKV := "KV_" + authBucket(s)
-	drains := "KV_" + s.DrainsBucket() // drained deliveries, by stream sequence
+	drains := "KV_" + s.DrainsBucket()      // drained deliveries, by stream sequence
 	pub := append(s.EventsStreamSubjects(), // every tenant's stdout, stderr, trace; the barrier
 		s.AllResults(),
 		s.AllCancels(),

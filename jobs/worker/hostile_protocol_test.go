@@ -328,4 +328,3 @@ func TestWatchIgnoresForgedAttempts(t *testing.T) {
 		})
 	}
 }
-
