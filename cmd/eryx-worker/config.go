@@ -39,7 +39,7 @@ type Config struct {
 	MaxJobBytes     ByteSize      `envconfig:"MAX_JOB_BYTES" default:"1MiB" desc:"largest job message (capped by the server's max_payload)"`
 	MaxCodeBytes    ByteSize      `envconfig:"MAX_CODE_BYTES" default:"1MiB" desc:"largest code of a job"`
 	AckWait         time.Duration `envconfig:"ACK_WAIT" default:"30s" desc:"silence after which a job is given to another worker"`
-	MaxDeliver      int           `envconfig:"MAX_DELIVER" default:"3" desc:"deliveries of a job before it goes to the dead-letter stream"`
+	MaxDeliver      int           `envconfig:"MAX_DELIVER" default:"3" desc:"failed deliveries of a job (its worker died or stalled) before it goes to the dead-letter stream; drains do not count"`
 	DrainTimeout    time.Duration `envconfig:"DRAIN_TIMEOUT" default:"30s" desc:"on SIGTERM, time for running jobs to finish before they are requeued"`
 	DedupWindow     time.Duration `envconfig:"DEDUP_WINDOW" default:"10m" desc:"jobs stream duplicate window (Nats-Msg-Id = job id)"`
 	EventsMaxAge    time.Duration `envconfig:"EVENTS_MAX_AGE" default:"1h" desc:"how long job events and results can be replayed"`
