@@ -607,6 +607,13 @@ func TestChaos(t *testing.T) {
 	row("faults: callback service restarts", faults.callbackBounces.Load())
 	row("bad input: malformed / ghost cancels / duplicates", fmt.Sprintf("%d / %d / %d",
 		faults.malformed.Load(), faults.ghostCancels.Load(), faults.duplicates.Load()))
+	var drained, secondDeliveries int
+	for _, w := range workers {
+		logs := w.logs.String()
+		drained += strings.Count(logs, "job interrupted by drain")
+		secondDeliveries += strings.Count(logs, "second delivery of a job running here")
+	}
+	row("hand-backs: drained jobs / second deliveries left alone", fmt.Sprintf("%d / %d", drained, secondDeliveries))
 	row("duration", time.Since(start).Round(time.Second))
 	_ = tw.Flush()
 	fmt.Print("\nchaos run\n" + b.String())
