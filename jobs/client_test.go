@@ -80,12 +80,7 @@ func TestSubmitRetriesUntilTheServerIsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.stop()
-	check.For(t, check.Bound, 5*time.Millisecond, func() error {
-		if nc.IsConnected() {
-			return errors.New("still connected")
-		}
-		return nil
-	})
+	waitDisconnected(t, nc)
 	type outcome struct {
 		sub *jobs.Submission
 		err error
@@ -137,6 +132,7 @@ func TestSubmitGivesUpWithATypedError(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.stop()
+	waitDisconnected(t, nc)
 	_, err = c.Submit(ctx, "", &jobs.Job{ID: "never", Code: "print(1)"})
 	var se *jobs.SubmitError
 	if !errors.Is(err, jobs.ErrNotAccepted) || !errors.As(err, &se) {
@@ -161,4 +157,16 @@ func TestSubmitWithoutStreamsFailsAtOnce(t *testing.T) {
 	if _, err := c.Submit(ctx, "", &jobs.Job{Code: "print(1)"}); !errors.Is(err, jobs.ErrNoStreams) {
 		t.Fatalf("error %v, want ErrNoStreams", err)
 	}
+}
+
+// waitDisconnected waits until the client knows its server is gone (until
+// then a publication may sit in the socket for its whole ack wait).
+func waitDisconnected(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	check.For(t, check.Bound, 5*time.Millisecond, func() error {
+		if nc.IsConnected() {
+			return errors.New("still connected")
+		}
+		return nil
+	})
 }
