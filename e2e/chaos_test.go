@@ -132,7 +132,7 @@ func (w *chaosWorker) start() error {
 			return fmt.Errorf("worker %s not ready after 90s", w.id)
 		}
 		if err, exited := p.wait(20 * time.Millisecond); exited {
-			return fmt.Errorf("worker %s exited at start: %v", w.id, err)
+			return fmt.Errorf("worker %s exited at start: %w", w.id, err)
 		}
 	}
 	return nil
@@ -167,7 +167,7 @@ func (w *chaosWorker) term() error {
 		return fmt.Errorf("worker %s did not exit within 60s of SIGTERM", w.id)
 	}
 	if err != nil {
-		return fmt.Errorf("worker %s exited with %v after SIGTERM", w.id, err)
+		return fmt.Errorf("worker %s exited with %w after SIGTERM", w.id, err)
 	}
 	return nil
 }

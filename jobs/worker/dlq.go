@@ -48,7 +48,7 @@ func (w *Worker) drains(ctx context.Context, seq uint64) (int, uint64, error) {
 	if err != nil || n < 0 {
 		// Only workers write the bucket; an unreadable count is treated
 		// as none (the job's budget is then only what the server counted).
-		return 0, e.Revision(), nil
+		return 0, e.Revision(), nil //nolint:nilerr // see above
 	}
 	return n, e.Revision(), nil
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eryx-dev/eryx/jobs"
-	"github.com/eryx-dev/eryx/telemetry"
 )
 
 // Regression tests for issue #10, rows 3, 9 and 10: what a job or a
@@ -32,22 +31,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// counter reads a counter without labels from m.
-func counter(t *testing.T, m *telemetry.Metrics, name string) int {
-	t.Helper()
-	families, err := m.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			return int(f.GetMetric()[0].GetCounter().GetValue())
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }
 
 func streamInfo(t *testing.T, js jetstream.JetStream, name string) *jetstream.StreamInfo {

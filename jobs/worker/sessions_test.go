@@ -196,7 +196,7 @@ func TestWorkerSweepsOrphanedBlobs(t *testing.T) {
 	}
 	check.For(t, check.Bound, 20*time.Millisecond, func() error {
 		if _, err := obs.GetInfo(t.Context(), "default/gone/orphan"); !errors.Is(err, jetstream.ErrObjectNotFound) {
-			return fmt.Errorf("orphan still there: %v", err)
+			return fmt.Errorf("orphan still there: %w", err)
 		}
 		return nil
 	})
