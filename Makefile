@@ -20,7 +20,7 @@ WASM      := $(DIST)/eryx.wasm
 STDLIB    := $(DIST)/python311.zip
 GUEST_PY  := $(wildcard runtime/guest/*.py)
 
-.PHONY: runtime build test test-race lint bench soak demo chart-lint clean deps
+.PHONY: runtime build test test-race lint bench soak chaos demo chart-lint clean deps
 
 ## runtime: build the CPython wasm module and the stdlib archive (cached)
 runtime: $(WASM) $(STDLIB)
@@ -95,6 +95,15 @@ chart-lint:
 SOAK_ROUNDS ?= 15
 soak: runtime
 	ERYX_SOAK_ROUNDS=$(SOAK_ROUNDS) $(GO) test -count=1 -timeout 60m -run '^TestHostileLoad$$' -v ./e2e/
+
+## chaos: issue #13's chaos run: a 3-node JetStream cluster (R3), three
+## eryx-worker processes and a callback service under SIGKILLs, rolling
+## SIGTERMs, NATS node and callback restarts; fails on any lost, doubled or
+## dead-lettered job. `make test` runs a shorter one (300 jobs, ~40 s).
+CHAOS_JOBS ?= 2000
+CHAOS_RATE ?= 20
+chaos: runtime
+	ERYX_CHAOS_JOBS=$(CHAOS_JOBS) ERYX_CHAOS_RATE=$(CHAOS_RATE) $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./e2e/
 
 ## demo: the README's first command: a worker on embedded NATS runs the demo jobs
 demo: build

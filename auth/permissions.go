@@ -225,6 +225,7 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 	pkgs := "OBJ_" + s.PackagesBucket()
 	files := "OBJ_" + s.FilesBucket() // jobs' input and output files (docs/files.md)
 	authKV := "KV_" + authBucket(s)
+	drains := "KV_" + s.DrainsBucket()      // drained deliveries, by stream sequence
 	pub := append(s.EventsStreamSubjects(), // every tenant's stdout, stderr, trace; the barrier
 		s.AllResults(),
 		s.AllCancels(),
@@ -236,12 +237,13 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 		"$JS.ACK."+s.AdvisoriesStream()+".>",
 		"$JS.FC.>",
 		"$KV."+s.SessionsBucket()+".>",
+		"$KV."+s.DrainsBucket()+".>",
 		"$O."+s.SessionBlobsBucket()+".>",
 		"$O."+s.FilesBucket()+".>",
 		"$JS.API.INFO",
 	)
 	for _, st := range []string{s.JobsStream(), s.EventsStream(), s.ResultsStream(), s.ControlStream(),
-		s.DeadLetterStream(), s.AdvisoriesStream(), kv, blobs, pkgs, files} {
+		s.DeadLetterStream(), s.AdvisoriesStream(), kv, blobs, pkgs, files, drains} {
 		pub = append(pub, streamAPI(st)...)
 	}
 	pub = append(pub,

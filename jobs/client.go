@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -30,7 +31,34 @@ var (
 	// ErrQueueFull: the tenant has as many jobs queued on the queue as
 	// the jobs stream takes (Topology.MaxQueuedPerTenant); submit later.
 	ErrQueueFull = errors.New("jobs: the tenant's queue is full (max_queued)")
+	// ErrNotAccepted: Submit gave up before the jobs stream confirmed the
+	// job (a leader election, a partition or a disconnection outlasted
+	// the retry budget). The job may have been stored all the same, its
+	// confirmation lost: submitting it again under the same id is safe
+	// (the stream deduplicates it, the worker runs an id once). The error
+	// is a *SubmitError.
+	ErrNotAccepted = errors.New("jobs: the jobs stream did not accept the job")
 )
+
+// DefaultSubmitRetry is how long Submit keeps retrying a publication the
+// jobs stream did not confirm (WithSubmitRetry).
+const DefaultSubmitRetry = 30 * time.Second
+
+// SubmitError is Submit's error when it gave up retrying: errors.Is(err,
+// ErrNotAccepted) holds, and Err is the last publication's error.
+type SubmitError struct {
+	ID       string
+	Attempts int
+	Elapsed  time.Duration
+	Err      error
+}
+
+func (e *SubmitError) Error() string {
+	return fmt.Sprintf("jobs: job %s not accepted by the jobs stream after %d attempts in %v (the same id may be submitted again): %v",
+		e.ID, e.Attempts, e.Elapsed.Round(time.Millisecond), e.Err)
+}
+
+func (e *SubmitError) Unwrap() []error { return []error{ErrNotAccepted, e.Err} }
 
 // DefaultMaxAttempts is the workers' default ERYX_MAX_DELIVER: a watcher
 // ignores events that claim a later attempt than this.
@@ -45,6 +73,7 @@ type Client struct {
 	tenant      string
 	onPublish   PublishHook
 	maxAttempts int
+	retry       time.Duration // Submit's retry budget
 }
 
 // PublishHook is called with each job message before it is published, to
@@ -62,6 +91,12 @@ func WithPublishHook(h PublishHook) ClientOption { return func(c *Client) { c.on
 // DefaultMaxAttempts): live events claiming a later attempt are ignored.
 func WithMaxAttempts(n int) ClientOption { return func(c *Client) { c.maxAttempts = n } }
 
+// WithSubmitRetry sets how long Submit retries a publication that failed
+// in a way a retry can mend (timeout, no responders, no stream leader,
+// disconnection), always with the same Nats-Msg-Id so that the stream
+// stores the job once (default DefaultSubmitRetry; <= 0: no retries).
+func WithSubmitRetry(d time.Duration) ClientOption { return func(c *Client) { c.retry = d } }
+
 // WithTenant makes the client submit, follow, cancel and look up the jobs
 // of tenant (default DefaultTenant). Its NATS user must be allowed the
 // tenant's subjects; the server, not this option, is what enforces it.
@@ -73,7 +108,7 @@ func NewClient(nc *nats.Conn, subjects Subjects, opts ...ClientOption) (*Client,
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{nc: nc, js: js, subjects: subjects, tenant: DefaultTenant, maxAttempts: DefaultMaxAttempts}
+	c := &Client{nc: nc, js: js, subjects: subjects, tenant: DefaultTenant, maxAttempts: DefaultMaxAttempts, retry: DefaultSubmitRetry}
 	for _, o := range opts {
 		o(c)
 	}
@@ -117,6 +152,9 @@ type Submission struct {
 // server drops as a duplicate is checked against the message that holds
 // the id: if that is not this job, Submit fails with ErrIDTaken rather
 // than let the caller wait for somebody else's result (or for none).
+// Publications that fail for a reason a retry can mend are retried with
+// backoff, under the same message id, for the client's retry budget
+// (WithSubmitRetry); then Submit returns a *SubmitError (ErrNotAccepted).
 func (c *Client) Submit(ctx context.Context, queue string, job *Job) (_ *Submission, err error) {
 	if job.ID == "" {
 		job.ID = uuid.NewString()
@@ -140,16 +178,17 @@ func (c *Client) Submit(ctx context.Context, queue string, job *Job) (_ *Submiss
 		done := c.onPublish(ctx, msg, job.ID)
 		defer func() { done(err) }()
 	}
-	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(c.subjects.JobsStream()))
+	ack, attempts, err := c.publish(ctx, msg, job.ID)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-			return nil, fmt.Errorf("%w: %w", ErrNoStreams, err)
+		return nil, err
+	}
+	if ack.Duplicate && attempts > 1 {
+		// Most likely the copy an earlier attempt stored, its
+		// confirmation lost: the byte-for-byte check tells.
+		if err := c.checkClaim(ctx, job.ID, ack.Sequence, data); err != nil {
+			return nil, err
 		}
-		if strings.Contains(err.Error(), "maximum messages per subject exceeded") {
-			// the server's ErrMaxMsgsPerSubject, which has no code of its own
-			return nil, fmt.Errorf("%w: job %s: %w", ErrQueueFull, job.ID, err)
-		}
-		return nil, fmt.Errorf("jobs: publishing job %s: %w", job.ID, err)
+		return &Submission{ID: job.ID, Sequence: ack.Sequence}, nil
 	}
 	if ack.Duplicate {
 		if err := c.checkClaim(ctx, job.ID, ack.Sequence, data); err != nil {
@@ -157,6 +196,72 @@ func (c *Client) Submit(ctx context.Context, queue string, job *Job) (_ *Submiss
 		}
 	}
 	return &Submission{ID: job.ID, Duplicate: ack.Duplicate, Sequence: ack.Sequence}, nil
+}
+
+// publish publishes a job message, retrying what a retry can mend with
+// backoff for the client's retry budget. It returns the ack and the
+// number of attempts.
+func (c *Client) publish(ctx context.Context, msg *nats.Msg, id string) (*jetstream.PubAck, int, error) {
+	start := time.Now()
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		// One attempt waits for its ack at most what is left of the
+		// budget (and the usual JetStream timeout).
+		actx, cancel := context.WithTimeout(ctx, min(max(c.retry-time.Since(start), submitAttemptMin), submitAttemptMax))
+		ack, err := c.js.PublishMsg(actx, msg, jetstream.WithExpectStream(c.subjects.JobsStream()))
+		cancel()
+		switch {
+		case err == nil:
+			return ack, attempt, nil
+		case strings.Contains(err.Error(), "maximum messages per subject exceeded"):
+			// the server's ErrMaxMsgsPerSubject, which has no code of its own
+			return nil, attempt, fmt.Errorf("%w: job %s: %w", ErrQueueFull, id, err)
+		case (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)) && c.noStreams(ctx):
+			return nil, attempt, fmt.Errorf("%w: %w", ErrNoStreams, err)
+		case !retryablePublish(err):
+			return nil, attempt, fmt.Errorf("jobs: publishing job %s: %w", id, err)
+		}
+		elapsed := time.Since(start)
+		if ctx.Err() != nil || elapsed+wait > c.retry {
+			return nil, attempt, &SubmitError{ID: id, Attempts: attempt, Elapsed: elapsed, Err: err}
+		}
+		// Jitter spreads the retries of many submitters after a failover.
+		sleep := wait/2 + rand.N(wait/2+1)
+		select {
+		case <-time.After(sleep):
+		case <-ctx.Done():
+			return nil, attempt, &SubmitError{ID: id, Attempts: attempt, Elapsed: time.Since(start), Err: err}
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}
+
+// Bounds of one publication attempt's wait for its ack.
+const (
+	submitAttemptMin = 250 * time.Millisecond
+	submitAttemptMax = 5 * time.Second
+)
+
+// noStreams reports whether the jobs stream certainly does not exist
+// (rather than having no leader for a moment).
+func (c *Client) noStreams(ctx context.Context) bool {
+	_, err := c.js.Stream(ctx, c.subjects.JobsStream())
+	return errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// retryablePublish reports whether a failed publication may succeed if
+// tried again: the stream was unreachable or leaderless for a moment.
+func retryablePublish(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// 503: JetStream not available (no leader, no quorum); 408: a
+		// server-side timeout.
+		return apiErr.Code == 503 || apiErr.Code == 408
+	}
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded)
 }
 
 // checkClaim verifies that the message a duplicate ack points at (seq) is

@@ -45,6 +45,11 @@ const (
 	DefaultFilesBucketBytes = 1 << 30
 	// DefaultDeadLetterMaxAge is how long dead letters are kept.
 	DefaultDeadLetterMaxAge = 7 * 24 * time.Hour
+	// DefaultDrainsTTL is how long a job's count of drained deliveries is
+	// kept: workers delete it when the job ends, so only counts of jobs
+	// that stay queued longer than this are forgotten (they become
+	// ordinary deliveries for the job's budget).
+	DefaultDrainsTTL = 7 * 24 * time.Hour
 )
 
 // Topology is the retention of the platform's streams.
@@ -183,16 +188,6 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		MaxAge:      t.DLQMaxAge,
 		Storage:     t.Storage,
 		Replicas:    t.Replicas,
-	}, {
-		// The server announces exhausted jobs on core NATS only; kept in a
-		// stream, an advisory waits for a worker instead of being lost.
-		Name:        s.AdvisoriesStream(),
-		Description: "eryx: max-deliveries advisories of the jobs stream, until a worker dead-letters the job",
-		Subjects:    []string{s.AllMaxDeliveriesAdvisories()},
-		Retention:   jetstream.WorkQueuePolicy,
-		MaxAge:      t.DLQMaxAge,
-		Storage:     t.Storage,
-		Replicas:    t.Replicas,
 	}}
 }
 
@@ -213,6 +208,17 @@ func (t Topology) EnsureStreams(ctx context.Context, js jetstream.JetStream) err
 	})
 	if err != nil {
 		return fmt.Errorf("jobs: object store %s: %w", t.Subjects.PackagesBucket(), err)
+	}
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      t.Subjects.DrainsBucket(),
+		Description: "eryx: deliveries of queued jobs handed back by draining workers, by stream sequence",
+		History:     1,
+		TTL:         DefaultDrainsTTL,
+		Storage:     t.Storage,
+		Replicas:    t.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("jobs: bucket %s: %w", t.Subjects.DrainsBucket(), err)
 	}
 	ttl, maxBytes := t.FilesTTL, t.FilesMaxBytes
 	if ttl <= 0 {

@@ -248,6 +248,12 @@ func (s Subjects) PackagesBucket() string { return s.streamName("PACKAGES") }
 // (ERYX_FILES), objects named "<tenant>/...".
 func (s Subjects) FilesBucket() string { return s.streamName("FILES") }
 
+// DrainsBucket is the KV bucket in which workers count, per stream
+// sequence of a queued job, the deliveries they handed back without
+// failing (drains): those do not spend the job's delivery budget
+// (ERYX_DRAINS, keys are stream sequences).
+func (s Subjects) DrainsBucket() string { return s.streamName("DRAINS") }
+
 // SessionsBucket is the KV bucket of session snapshots (ERYX_SESSIONS).
 func (s Subjects) SessionsBucket() string { return s.streamName("SESSIONS") }
 

@@ -46,6 +46,8 @@ type options struct {
 	poolSize   int
 	calls      int
 	queue      string
+	sync       string // the embedded server's sync policy
+	syncCost   bool   // measure the cost of sync always against sync
 }
 
 func main() {
@@ -66,6 +68,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&o.poolSize, "pool", runtime.NumCPU(), "pool size of the in-process worker")
 	fs.IntVar(&o.calls, "calls", 300, "callback invocations for the callback figures")
 	fs.StringVar(&o.queue, "queue", "bench", "queue to use")
+	fs.StringVar(&o.sync, "sync", "", "sync policy of the embedded server: always or an interval (default: the server's, 2m)")
+	fs.BoolVar(&o.syncCost, "sync-cost", true, "in-process: also measure throughput on a second embedded server with sync always")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,12 +81,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		defer func() { _ = os.RemoveAll(dir) }()
-		ns, err := embednats.Start(embednats.Options{Listen: "127.0.0.1:-1", StoreDir: dir})
+		ns, err := embednats.Start(embednats.Options{Listen: "127.0.0.1:-1", StoreDir: dir, Sync: o.sync})
 		if err != nil {
 			return err
 		}
 		defer ns.Shutdown()
 		url = ns.ClientURL()
+	}
+	connectTo := func(url string) func(string, auth.Role, string) (*nats.Conn, error) {
+		return func(name string, role auth.Role, scope string) (*nats.Conn, error) {
+			return nats.Connect(url, append([]nats.Option{nats.Name(name)}, auth.ConnectOptions(jobs.DefaultPrefix, role, scope)...)...)
+		}
 	}
 	// Each connection uses its role's inbox prefix, as under the shipped
 	// permissions (auth.ConnectOptions).
@@ -161,6 +170,20 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		label = fmt.Sprintf("throughput, one worker (pool %d)", o.poolSize)
 	}
 	add(label, fmt.Sprintf("%.0f jobs/s", rate))
+	pubRate, err := publishRate(ctx, client.JetStream(), 500)
+	if err != nil {
+		return err
+	}
+	add("sequential JetStream publishes (file, R1)", fmt.Sprintf("%.0f /s", pubRate))
+	if engine != nil && o.syncCost && o.sync != "always" {
+		fmt.Fprintf(os.Stderr, "sync cost: %d jobs on a server with sync always...\n", o.throughput)
+		alwaysRate, alwaysPub, err := syncAlwaysRates(ctx, engine, connectTo, o)
+		if err != nil {
+			return err
+		}
+		add("throughput, sync always", fmt.Sprintf("%.0f jobs/s (%.2f× the default's)", alwaysRate, alwaysRate/rate))
+		add("sequential publishes, sync always", fmt.Sprintf("%.0f /s (%.2f× the default's)", alwaysPub, alwaysPub/pubRate))
+	}
 
 	fmt.Fprintf(os.Stderr, "callbacks: %d calls over NATS...\n", o.calls)
 	remote, err := callbackTimes(ctx, client, o.queue, o.calls)
@@ -219,6 +242,63 @@ func startWorker(ctx context.Context, engine *sandbox.Engine, connect func(strin
 		_ = p.Close(context.Background())
 		nc.Close()
 	}, nil
+}
+
+// syncAlwaysRates starts a second embedded server with sync always, and a
+// worker on it like the first, and measures the same throughput and
+// publish rate there.
+func syncAlwaysRates(ctx context.Context, engine *sandbox.Engine, connectTo func(string) func(string, auth.Role, string) (*nats.Conn, error), o options) (jobsRate, pubRate float64, err error) {
+	dir, err := os.MkdirTemp("", "eryx-bench-always-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ns, err := embednats.Start(embednats.Options{Listen: "127.0.0.1:-1", StoreDir: dir, Sync: "always"})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer ns.Shutdown()
+	connect := connectTo(ns.ClientURL())
+	stopWorker, err := startWorker(ctx, engine, connect, o)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer stopWorker()
+	nc, err := connect("eryx-bench client (sync always)", auth.RoleSubmitter, jobs.DefaultTenant)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer nc.Close()
+	client, err := jobs.NewClient(nc, jobs.Subjects{})
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := latencies(ctx, client, o.queue, 30); err != nil {
+		return 0, 0, err
+	}
+	if jobsRate, err = throughput(ctx, nc, client, o.queue, o.throughput); err != nil {
+		return 0, 0, err
+	}
+	pubRate, err = publishRate(ctx, client.JetStream(), 500)
+	return jobsRate, pubRate, err
+}
+
+// publishRate publishes n small messages one after the other, each
+// waiting for its ack, to a scratch file stream: the storage's cost per
+// acknowledged write.
+func publishRate(ctx context.Context, js jetstream.JetStream, n int) (float64, error) {
+	name := "BENCH_SYNC_" + strings.ToUpper(uuid.NewString()[:8])
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"bench.sync." + name}, Storage: jetstream.FileStorage}); err != nil {
+		return 0, err
+	}
+	defer func() { _ = js.DeleteStream(context.Background(), name) }()
+	start := time.Now()
+	for i := range n {
+		if _, err := js.Publish(ctx, "bench.sync."+name, []byte(fmt.Sprint(i))); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // latencies runs n print(1) jobs one after the other through the client,

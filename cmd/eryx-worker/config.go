@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/eryx-dev/eryx/internal/embednats"
 	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/netgate"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
@@ -19,6 +20,7 @@ type Config struct {
 	NATSCreds       string        `envconfig:"NATS_CREDS" desc:"NATS credentials file (with ERYX_NATS_URL)"`
 	EmbeddedListen  string        `envconfig:"EMBEDDED_LISTEN" default:"127.0.0.1:4222" desc:"host:port of the embedded NATS server"`
 	DataDir         string        `envconfig:"DATA_DIR" default:"eryx-data" desc:"JetStream storage of the embedded server"`
+	EmbeddedSync    string        `envconfig:"EMBEDDED_SYNC" desc:"when the embedded server syncs JetStream to disk: always (before acknowledging each write), or an interval such as 1s; empty: the server's default, every 2m (docs/operations.md Durability)"`
 	Queue           string        `envconfig:"QUEUE" default:"default" desc:"queue to serve (jobs on <prefix>.jobs.<queue>.<tenant>, every tenant)"`
 	SubjectPrefix   string        `envconfig:"SUBJECT_PREFIX" default:"eryx" desc:"first token(s) of every subject; streams are named after it"`
 	WorkerID        string        `envconfig:"WORKER_ID" desc:"name in results and logs (default: hostname-pid)"`
@@ -37,7 +39,7 @@ type Config struct {
 	MaxJobBytes     ByteSize      `envconfig:"MAX_JOB_BYTES" default:"1MiB" desc:"largest job message (capped by the server's max_payload)"`
 	MaxCodeBytes    ByteSize      `envconfig:"MAX_CODE_BYTES" default:"1MiB" desc:"largest code of a job"`
 	AckWait         time.Duration `envconfig:"ACK_WAIT" default:"30s" desc:"silence after which a job is given to another worker"`
-	MaxDeliver      int           `envconfig:"MAX_DELIVER" default:"3" desc:"deliveries of a job before it goes to the dead-letter stream"`
+	MaxDeliver      int           `envconfig:"MAX_DELIVER" default:"3" desc:"failed deliveries of a job (its worker died or stalled) before it goes to the dead-letter stream; drains do not count"`
 	DrainTimeout    time.Duration `envconfig:"DRAIN_TIMEOUT" default:"30s" desc:"on SIGTERM, time for running jobs to finish before they are requeued"`
 	DedupWindow     time.Duration `envconfig:"DEDUP_WINDOW" default:"10m" desc:"jobs stream duplicate window (Nats-Msg-Id = job id)"`
 	EventsMaxAge    time.Duration `envconfig:"EVENTS_MAX_AGE" default:"1h" desc:"how long job events and results can be replayed"`
@@ -125,6 +127,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ERYX_FILE_MAX_BYTES, ERYX_FILES_MAX_BYTES, ERYX_OUTPUT_FILES_MAX_BYTES must be at least 1 byte, ERYX_FILES_BUCKET_MAX_BYTES 1MiB")
 	case c.FilesMaxCount < 1 || c.OutputFilesCount < 1 || c.FilesTTL <= 0:
 		return fmt.Errorf("ERYX_FILES_MAX_COUNT and ERYX_OUTPUT_FILES_MAX_COUNT must be at least 1, ERYX_FILES_TTL positive")
+	case !validSync(c.EmbeddedSync):
+		return fmt.Errorf("ERYX_EMBEDDED_SYNC must be always or a positive duration, not %q", c.EmbeddedSync)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("ERYX_LOG_FORMAT must be text or json, not %q", c.LogFormat)
 	}
@@ -217,4 +221,10 @@ func (c *Config) hashSeed() *uint32 {
 	v, _ := strconv.ParseUint(c.HashSeed, 10, 32) // validated
 	seed := uint32(v)
 	return &seed
+}
+
+// validSync reports whether s is a sync policy embednats takes.
+func validSync(s string) bool {
+	_, _, err := embednats.ParseSync(s)
+	return err == nil
 }

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -332,11 +333,11 @@ func startEmbedded(cfg Config, log *slog.Logger) (*server.Server, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("ERYX_DATA_DIR: %w", err)
 	}
-	ns, err := embednats.Start(embednats.Options{Listen: cfg.EmbeddedListen, StoreDir: dir, ServerName: cfg.WorkerID})
+	ns, err := embednats.Start(embednats.Options{Listen: cfg.EmbeddedListen, StoreDir: dir, ServerName: cfg.WorkerID, Sync: cfg.EmbeddedSync})
 	if err != nil {
 		return nil, err
 	}
-	log.Info("embedded NATS server started", "url", ns.ClientURL(), "data", dir)
+	log.Info("embedded NATS server started", "url", ns.ClientURL(), "data", dir, "sync", cmp.Or(cfg.EmbeddedSync, "default (2m)"))
 	return ns, nil
 }
 

@@ -60,6 +60,8 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"ERYX_NET_MAX_CONNECTIONS", "-3"},
 		{"ERYX_FUEL_DEFAULT", "0"},
 		{"ERYX_HASH_SEED", "-1"},
+		{"ERYX_EMBEDDED_SYNC", "sometimes"},
+		{"ERYX_EMBEDDED_SYNC", "-1s"},
 		{"ERYX_FUEL_MAX", "10"}, // below the default
 		{"ERYX_SECRETS", "UNSET_SECRET_VAR=api.example.com"},
 		{"ERYX_SECRETS_FILE", "/nonexistent/secrets.json"},

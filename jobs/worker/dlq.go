@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -16,387 +15,204 @@ import (
 	"github.com/eryx-dev/eryx/jobs"
 )
 
-// maxDeliveriesAdvisory is the part of the server's
-// io.nats.jetstream.advisory.v1.max_deliver advisory that we read.
-type maxDeliveriesAdvisory struct {
-	Type       string `json:"type"`
-	Stream     string `json:"stream"`
-	Consumer   string `json:"consumer"`
-	StreamSeq  uint64 `json:"stream_seq"`
-	Deliveries uint64 `json:"deliveries"`
+// The delivery budget. The tenant consumers deliver a job any number of
+// times (MaxDeliver -1); the worker that receives a delivery decides
+// whether the job has had enough. A delivery spends the budget unless a
+// worker handed it back without failing it: a drain (the worker stopped),
+// or a second delivery of a job the worker is still running. Those hand-
+// backs are counted per stream sequence in the drains bucket, so that
+//
+//	failed deliveries = NumDelivered - 1 - drains(seq)
+//
+// counts the deliveries before this one that ended with the worker dying
+// or stalling past AckWait, or with a transient failure the worker could
+// not get past (the sandbox did not start). A delivery that finds
+// MaxDeliver failed ones before it dead-letters the job instead of
+// running it. NumDelivered comes from the server (the delivery's reply
+// subject), the drains count from a bucket only workers write: neither is
+// a claim of the job's submitter. See docs/RATIONALE.md.
+
+// drainKey is the key of a job's count of handed-back deliveries.
+func drainKey(seq uint64) string { return strconv.FormatUint(seq, 10) }
+
+// drains returns how many deliveries of the job at seq were handed back.
+func (w *Worker) drains(ctx context.Context, seq uint64) (int, uint64, error) {
+	e, err := w.drainsKV.Get(ctx, drainKey(seq))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0, 0, nil
+	case err != nil:
+		return 0, 0, err
+	}
+	n, err := strconv.Atoi(string(e.Value()))
+	if err != nil || n < 0 {
+		// Only workers write the bucket; an unreadable count is treated
+		// as none (the job's budget is then only what the server counted).
+		return 0, e.Revision(), nil //nolint:nilerr // see above
+	}
+	return n, e.Revision(), nil
 }
 
-// onMaxDeliveries moves a job that exhausted its deliveries to the
-// dead-letter stream, with the reason, and gives it a final result if it
-// has none. One worker of the queue gets each advisory (durable consumer).
-//
-// Anyone who can publish on the advisory subject can forge one, so an
-// advisory is only a hint: the job is dead-lettered only when the
-// consumer's own state and the queue's workers confirm it (see verify).
-func (w *Worker) onMaxDeliveries(m jetstream.Msg) {
-	var adv maxDeliveriesAdvisory
-	if err := json.Unmarshal(m.Data(), &adv); err != nil || adv.StreamSeq == 0 {
-		w.log.Warn("unreadable max-deliveries advisory", "err", err)
-		_ = m.Term()
+// countHandBack records that the delivery d is handed back without
+// failing, before the caller puts it back. If the count cannot be
+// written, the delivery spends the budget like a failed one.
+func (w *Worker) countHandBack(ctx context.Context, d *delivery, why string) {
+	if d.seq == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	err := w.deadLetter(ctx, adv)
-	switch {
-	case errors.Is(err, errUndecided):
-		// Some delivery of the queue is unaccounted for: it may be this
-		// job, waiting for its next delivery. Look again later.
-		w.log.Info("max-deliveries advisory not confirmed yet", "seq", adv.StreamSeq, "err", err)
-		_ = m.NakWithDelay(w.cfg.AckWait)
-	case err != nil:
-		w.log.Warn("dead-lettering failed, will retry", "seq", adv.StreamSeq, "err", err)
-		_ = m.NakWithDelay(time.Second)
-	default:
-		_ = m.Ack()
+	for range 8 {
+		n, rev, err := w.drains(ctx, d.seq)
+		if err == nil {
+			val := []byte(strconv.Itoa(n + 1))
+			if rev == 0 {
+				_, err = w.drainsKV.Create(ctx, drainKey(d.seq), val)
+			} else {
+				_, err = w.drainsKV.Update(ctx, drainKey(d.seq), val, rev)
+			}
+			if err == nil {
+				d.log.Debug("delivery handed back", "why", why, "drains", n+1)
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			d.log.Warn("counting a handed-back delivery failed: it spends the job's delivery budget", "why", why, "err", err)
+			return
+		}
+		// a concurrent count (another worker's hand-back of an older
+		// delivery): read again
+	}
+	d.log.Warn("counting a handed-back delivery failed: it spends the job's delivery budget", "why", why)
+}
+
+// handBack puts d back on the queue without spending its budget.
+func (w *Worker) handBack(ctx context.Context, d *delivery, why string) {
+	w.countHandBack(ctx, d, why)
+	_ = d.msg.Nak()
+}
+
+// forgetDrains removes the job's count once the job has ended (its
+// delivery acked). Only deliveries after the first, or a first one
+// that had a second handed back meanwhile, can have one.
+func (w *Worker) forgetDrains(ctx context.Context, d *delivery) {
+	if d.seq == 0 || (d.attempt <= 1 && !w.held.handedBack(d.seq)) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := w.drainsKV.Purge(ctx, drainKey(d.seq)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		// The bucket's TTL removes it in the end.
+		d.log.Debug("removing the drains count", "err", err)
 	}
 }
 
-// advisoryObserver is implemented by an Observer that counts advisories
-// the worker refused to act on.
-type advisoryObserver interface{ AdvisoryRejected() }
-
-// errUndecided: the advisory can be neither confirmed nor refuted yet.
-var errUndecided = errors.New("worker: delivery state undecided")
-
-func (w *Worker) deadLetter(ctx context.Context, adv maxDeliveriesAdvisory) error {
-	orig, err := w.jobs.GetMsg(ctx, adv.StreamSeq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil // acked after all, or handled by another worker
+// failedDeliveries is how many deliveries of d's job before this one
+// failed (see above). A count that cannot be read counts as none: the
+// job is then run rather than dead-lettered on a guess.
+func (w *Worker) failedDeliveries(ctx context.Context, d *delivery) (failed, drained int) {
+	if d.attempt <= 1 {
+		return 0, 0
 	}
+	n, _, err := w.drains(ctx, d.seq)
 	if err != nil {
-		return fmt.Errorf("reading job %d: %w", adv.StreamSeq, err)
+		d.log.Warn("reading the job's drained deliveries failed: running it", "err", err)
+		return 0, 0
 	}
-	if err := w.verifyExhausted(ctx, adv, orig); err != nil {
-		if errors.Is(err, errNotExhausted) {
-			w.log.Warn("ignoring a max-deliveries advisory the consumer's state contradicts",
-				"seq", adv.StreamSeq, "reason", err)
-			if o, ok := w.cfg.Observer.(advisoryObserver); ok {
-				o.AdvisoryRejected()
-			}
-			return nil
-		}
-		return err
-	}
-	// The tenant is the subject's (verifyExhausted checked it). The id is
-	// read from the body only when the body is a well-formed claim of it
-	// (as for a job that runs; see jobID).
-	_, tenant, _ := w.cfg.Subjects.ParseJobs(orig.Subject)
-	id := "invalid-" + strconv.FormatUint(adv.StreamSeq, 10)
-	if job, err := jobs.DecodeJob(orig.Data, 0); err == nil && jobs.ValidToken(job.ID) {
-		if msgID := orig.Header.Get(jobs.HeaderMsgID); msgID == "" || msgID == jobs.MsgID(tenant, job.ID) {
-			id = job.ID
-		}
-	}
-	reason := fmt.Sprintf("delivered %d times without completing: each worker that took it died or stalled (max deliveries %d)",
-		adv.Deliveries, w.cfg.MaxDeliver)
+	return max(d.attempt-1-n, 0), n
+}
 
+// deadLetter moves the job of d, which exhausted its deliveries, to the
+// dead-letter stream with the reason, gives it a final result if it has
+// none, and acks it off the work queue.
+func (w *Worker) deadLetter(ctx context.Context, d *delivery, failed, drained int) {
+	msg := d.msg
+	reason := fmt.Sprintf("delivered %d times without completing: each worker that took it died or stalled (max deliveries %d)",
+		failed, w.cfg.MaxDeliver)
+	if drained > 0 {
+		reason += fmt.Sprintf("; %d more deliveries were handed back by draining workers and not counted", drained)
+	}
+	meta, _ := msg.Metadata()
+	stream := w.cfg.Subjects.JobsStream()
+	if meta != nil {
+		stream = meta.Stream
+	}
 	copyMsg := &nats.Msg{
-		Subject: w.cfg.Subjects.DeadLetter(w.cfg.Queue, tenant),
-		Data:    orig.Data,
+		Subject: w.cfg.Subjects.DeadLetter(w.cfg.Queue, d.tenant),
+		Data:    msg.Data(),
 		Header:  nats.Header{},
 	}
-	for k, v := range orig.Header {
+	for k, v := range msg.Headers() {
 		// The server's own headers (Nats-Msg-Id, Nats-Expected-Stream...)
 		// were instructions for the original publication, not data.
 		if !strings.HasPrefix(strings.ToLower(k), "nats-") {
 			copyMsg.Header[k] = v
 		}
 	}
+	seq := strconv.FormatUint(d.seq, 10)
 	copyMsg.Header.Set(jobs.HeaderDLQReason, reason)
-	copyMsg.Header.Set(jobs.HeaderDLQStream, adv.Stream)
-	copyMsg.Header.Set(jobs.HeaderDLQSequence, strconv.FormatUint(adv.StreamSeq, 10))
-	copyMsg.Header.Set(jobs.HeaderDLQDeliveries, strconv.FormatUint(adv.Deliveries, 10))
-	copyMsg.Header.Set(jobs.HeaderDLQSubject, orig.Subject)
-	// A repeated advisory (or a retry of this function) stores one copy.
-	copyMsg.Header.Set(jobs.HeaderMsgID, "dlq-"+adv.Stream+"-"+strconv.FormatUint(adv.StreamSeq, 10))
+	copyMsg.Header.Set(jobs.HeaderDLQStream, stream)
+	copyMsg.Header.Set(jobs.HeaderDLQSequence, seq)
+	copyMsg.Header.Set(jobs.HeaderDLQDeliveries, strconv.Itoa(failed))
+	copyMsg.Header.Set(jobs.HeaderDLQSubject, msg.Subject())
+	// A retry (after a failure below) stores one copy.
+	copyMsg.Header.Set(jobs.HeaderMsgID, "dlq-"+stream+"-"+seq)
 	if _, err := w.js.PublishMsg(ctx, copyMsg); err != nil {
-		return fmt.Errorf("copying job %d to the dead-letter stream: %w", adv.StreamSeq, err)
+		d.log.Warn("copying the job to the dead-letter stream failed: back to the queue", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
 	}
-
-	res := &jobs.Result{V: jobs.Version, ID: id, Tenant: tenant, Status: jobs.StatusRejected, Code: jobs.CodeDeadLetter, Reason: reason,
-		Worker: w.cfg.ID, Attempt: int(adv.Deliveries), FinishedAt: time.Now().UTC()}
+	res := &jobs.Result{V: jobs.Version, ID: d.id, Tenant: d.tenant, Status: jobs.StatusRejected, Code: jobs.CodeDeadLetter,
+		Reason: reason, Worker: w.cfg.ID, Attempt: d.attempt, FinishedAt: time.Now().UTC()}
 	if err := w.publishResult(ctx, res); err != nil && !errors.Is(err, errResultExists) {
-		return fmt.Errorf("publishing the dead-letter result of %s: %w", id, err)
+		d.log.Warn("publishing the dead-letter result failed: back to the queue", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
 	}
-	// The copy is safe: take the job off the work queue, where it would
-	// otherwise stay, undeliverable, forever.
-	if err := w.jobs.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("removing job %d from the queue: %w", adv.StreamSeq, err)
+	if err := msg.DoubleAck(ctx); err != nil {
+		d.log.Warn("ack of the dead-lettered job failed", "err", err)
 	}
+	w.forgetDrains(ctx, d)
 	if w.cfg.Observer != nil {
 		w.cfg.Observer.DeadLettered()
 	}
-	w.log.Warn("job dead-lettered", "job", id, "tenant", tenant, "deliveries", adv.Deliveries)
-	return nil
+	d.log.Warn("job dead-lettered", "failed_deliveries", failed, "drained_deliveries", drained)
 }
 
-// onQueue reports whether subject is a job subject of the worker's queue
-// with a valid tenant (the only jobs it delivers answers for).
-func (w *Worker) onQueue(subject string) bool {
-	q, _, ok := w.cfg.Subjects.ParseJobs(subject)
-	return ok && q == w.cfg.Queue
-}
-
-// errNotExhausted: the advisory is contradicted by the consumer's state.
-var errNotExhausted = errors.New("worker: job has not exhausted its deliveries")
-
-// verifyExhausted checks a max-deliveries advisory against the real state
-// of the queue, returning nil when the job did exhaust its deliveries,
-// errNotExhausted (wrapped) when it certainly did not, and errUndecided
-// when it cannot tell yet.
-//
-// The server drops an exhausted job from the consumer's pending set (and
-// moves the ack floor past it if it was the oldest) but leaves it in the
-// stream. A job still in the stream is therefore exhausted if it was
-// delivered, no worker holds it, and either it is at or below the ack
-// floor or no pending delivery is unaccounted for (pending deliveries
-// minus those the workers hold is zero, so none is waiting for a
-// redelivery).
-func (w *Worker) verifyExhausted(ctx context.Context, adv maxDeliveriesAdvisory, orig *jetstream.RawStreamMsg) error {
-	s := w.cfg.Subjects
-	_, tenant, _ := s.ParseJobs(orig.Subject)
-	switch {
-	case !w.onQueue(orig.Subject):
-		return fmt.Errorf("%w: message %d is on %s, not a tenant's subject of this queue", errNotExhausted, adv.StreamSeq, orig.Subject)
-	case adv.Stream != s.JobsStream() || adv.Consumer != s.TenantConsumerName(w.cfg.Queue, tenant):
-		return fmt.Errorf("%w: the advisory names %s/%s", errNotExhausted, adv.Stream, adv.Consumer)
-	case w.held.has(adv.StreamSeq):
-		return fmt.Errorf("%w: this worker is running it", errNotExhausted)
-	}
-	cons, err := w.js.Consumer(ctx, s.JobsStream(), adv.Consumer)
-	if err != nil {
-		return fmt.Errorf("reading the consumer's state: %w", err)
-	}
-	before, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("reading the consumer's state: %w", err)
-	}
-	if adv.StreamSeq > before.Delivered.Stream {
-		return fmt.Errorf("%w: never delivered (delivered up to %d)", errNotExhausted, before.Delivered.Stream)
-	}
-	holders, held, err := w.askHolds(ctx, adv.StreamSeq, orig.Subject)
-	if err != nil {
-		return fmt.Errorf("asking the workers: %w", err)
-	}
-	if len(holders) > 0 {
-		return fmt.Errorf("%w: held by %v", errNotExhausted, holders)
-	}
-	after, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("reading the consumer's state: %w", err)
-	}
-	if adv.StreamSeq <= after.AckFloor.Stream {
-		return nil
-	}
-	// Deliveries may start or end while the workers answer: take the
-	// larger count, so that a race can only make the answer "undecided".
-	pending := max(before.NumAckPending, after.NumAckPending)
-	if pending > held {
-		return fmt.Errorf("%w: %d deliveries pending, %d held by workers", errUndecided, pending, held)
-	}
-	return nil
-}
-
-// advisoryPoll is how often the advisories stream is asked which of the
-// queue's tenant consumers have max-deliveries advisories waiting.
-const advisoryPoll = time.Second
-
-// advisoryLoop handles the max-deliveries advisories of the queue's
-// tenant consumers until ctx ends. Each consumer's advisories have a
-// durable consumer of their own on the advisories stream (a work-queue
-// stream: one consumer per subject, shared by the queue's workers), found
-// from the stream's per-subject counts: advisories are rare, so a poll
-// costs less than a standing pull per tenant.
-func (w *Worker) advisoryLoop(ctx context.Context) {
-	t := time.NewTicker(advisoryPoll)
-	defer t.Stop()
-	cons := map[string]jetstream.Consumer{}
-	for {
-		if err := w.pollAdvisories(ctx, cons); err != nil && ctx.Err() == nil {
-			w.log.Warn("reading max-deliveries advisories", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (w *Worker) pollAdvisories(ctx context.Context, cons map[string]jetstream.Consumer) error {
-	s := w.cfg.Subjects
-	adv, err := w.js.Stream(ctx, s.AdvisoriesStream())
-	if err != nil {
-		return err
-	}
-	info, err := adv.Info(ctx, jetstream.WithSubjectFilter(jobs.MaxDeliveriesAdvisory(s.JobsStream(), "*")))
-	if err != nil {
-		return err
-	}
-	for subject, n := range info.State.Subjects {
-		name := subject[strings.LastIndexByte(subject, '.')+1:]
-		if _, ok := s.ParseTenantConsumer(w.cfg.Queue, name); !ok || n == 0 {
-			continue
-		}
-		c := cons[name]
-		if c == nil {
-			c, err = w.js.CreateOrUpdateConsumer(ctx, s.AdvisoriesStream(), jetstream.ConsumerConfig{
-				Durable:           "dlq-" + name,
-				FilterSubject:     subject,
-				AckPolicy:         jetstream.AckExplicitPolicy,
-				AckWait:           30 * time.Second,
-				InactiveThreshold: tenantConsumerIdle,
-			})
-			if err != nil {
-				return fmt.Errorf("advisories consumer of %s: %w", name, err)
-			}
-			cons[name] = c
-		}
-		batch, err := c.FetchNoWait(16)
-		if err != nil {
-			delete(cons, name)
-			return err
-		}
-		for m := range batch.Messages() {
-			w.onMaxDeliveries(m)
-		}
-	}
-	return nil
-}
-
-// holdsQuery asks the queue's workers whether they hold a delivery.
-type holdsQuery struct {
-	Seq uint64 `json:"seq"`
-	// Subject narrows the count to the deliveries of one tenant's
-	// consumer (the one whose pending count it is compared with).
-	Subject string `json:"subject,omitempty"`
-}
-
-// holdsReply is one worker's answer.
-type holdsReply struct {
-	Worker string `json:"worker"`
-	// Held is how many deliveries the worker holds; Holds whether the
-	// asked one is among them.
-	Held  int  `json:"held"`
-	Holds bool `json:"holds"`
-}
-
-// Replies to a holds query are collected until none came for holdsIdle,
-// or for holdsMax at most. A late reply only undercounts the held
-// deliveries, which makes the check undecided, never wrong.
-const (
-	holdsIdle = 250 * time.Millisecond
-	holdsMax  = 2 * time.Second
-)
-
-// askHolds asks every worker of the queue (this one included) about seq,
-// returning the workers that hold it and how many deliveries they hold.
-func (w *Worker) askHolds(ctx context.Context, seq uint64, subject string) (holders []string, held int, err error) {
-	inbox := w.nc.NewRespInbox()
-	replies := make(chan *nats.Msg, 64)
-	sub, err := w.nc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	q, _ := json.Marshal(holdsQuery{Seq: seq, Subject: subject})
-	if err := w.nc.PublishRequest(w.cfg.Subjects.WorkerHolds(w.cfg.Queue), inbox, q); err != nil {
-		return nil, 0, err
-	}
-	deadline := time.NewTimer(holdsMax)
-	defer deadline.Stop()
-	idle := time.NewTimer(holdsMax)
-	defer idle.Stop()
-	seen := map[string]bool{}
-	for {
-		select {
-		case m := <-replies:
-			var r holdsReply
-			if json.Unmarshal(m.Data, &r) != nil || seen[r.Worker] {
-				continue
-			}
-			seen[r.Worker] = true
-			held += max(r.Held, 0)
-			if r.Holds {
-				holders = append(holders, r.Worker)
-			}
-			idle.Reset(holdsIdle)
-		case <-idle.C:
-			return holders, held, nil
-		case <-deadline.C:
-			return holders, held, nil
-		case <-ctx.Done():
-			return nil, 0, ctx.Err()
-		}
-	}
-}
-
-// onHolds answers a holds query about this worker's deliveries.
-func (w *Worker) onHolds(m *nats.Msg) {
-	var q holdsQuery
-	if json.Unmarshal(m.Data, &q) != nil || m.Reply == "" {
-		return
-	}
-	n, has := w.held.state(q.Seq, q.Subject)
-	data, _ := json.Marshal(holdsReply{Worker: w.cfg.ID, Held: n, Holds: has})
-	_ = m.Respond(data)
-}
-
-// heldSet counts the deliveries a worker is handling, by stream sequence,
-// with the subject each came on (its tenant's consumer).
+// heldSet is the stream sequences of the jobs a worker is handling.
 type heldSet struct {
 	mu   sync.Mutex
-	seqs map[uint64]heldEntry
+	seqs map[uint64]bool // true: a second delivery was handed back meanwhile
 }
 
-type heldEntry struct {
-	n       int
-	subject string
-}
+func newHeldSet() *heldSet { return &heldSet{seqs: map[uint64]bool{}} }
 
-func newHeldSet() *heldSet { return &heldSet{seqs: map[uint64]heldEntry{}} }
-
-func (h *heldSet) add(seq uint64, subject string) {
+// add records seq, or reports false if it is held already. Sequence 0
+// (no metadata) is never refused.
+func (h *heldSet) add(seq uint64) bool {
+	if seq == 0 {
+		return true
+	}
 	h.mu.Lock()
-	e := h.seqs[seq]
-	e.n++
-	e.subject = subject
-	h.seqs[seq] = e
-	h.mu.Unlock()
+	defer h.mu.Unlock()
+	if _, ok := h.seqs[seq]; ok {
+		h.seqs[seq] = true
+		return false
+	}
+	h.seqs[seq] = false
+	return true
+}
+
+// handedBack reports whether a second delivery of seq was handed back
+// while it was held (so it has a drains count to remove).
+func (h *heldSet) handedBack(seq uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.seqs[seq]
 }
 
 func (h *heldSet) remove(seq uint64) {
 	h.mu.Lock()
-	if e := h.seqs[seq]; e.n <= 1 {
-		delete(h.seqs, seq)
-	} else {
-		e.n--
-		h.seqs[seq] = e
-	}
+	delete(h.seqs, seq)
 	h.mu.Unlock()
-}
-
-func (h *heldSet) has(seq uint64) bool {
-	_, has := h.state(seq, "")
-	return has
-}
-
-// state returns how many deliveries on subject are held (all of them if
-// subject is empty), and whether seq is.
-func (h *heldSet) state(seq uint64, subject string) (int, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for _, e := range h.seqs {
-		if subject == "" || e.subject == subject {
-			n += e.n
-		}
-	}
-	return n, h.seqs[seq].n > 0
 }

@@ -158,7 +158,9 @@ func (s *scheduler) consumer(ctx context.Context, tq *tenantQueue) (jetstream.Co
 		FilterSubject: sub.Jobs(cfg.Queue, tq.name),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
+		// Unlimited: the worker keeps the delivery budget itself, so
+		// that drains do not spend it (dlq.go).
+		MaxDeliver: -1,
 		// Workers pull exactly as many jobs as they have free slots, so
 		// the server-side bound only has to stay out of the way.
 		MaxAckPending:     -1,
@@ -281,7 +283,6 @@ func (s *scheduler) refreshLoop(ctx context.Context, log *slog.Logger) {
 func dropLegacyConsumers(ctx context.Context, js jetstream.JetStream, s jobs.Subjects, queue string, log *slog.Logger) error {
 	for _, c := range []struct{ stream, name string }{
 		{s.JobsStream(), s.ConsumerName(queue)},
-		{s.AdvisoriesStream(), "dlq-" + s.ConsumerName(queue)},
 	} {
 		err := js.DeleteConsumer(ctx, c.stream, c.name)
 		switch {

@@ -30,6 +30,14 @@ type delivery struct {
 	log     *slog.Logger
 }
 
+func newDelivery(msg jetstream.Msg, log *slog.Logger) *delivery {
+	d := &delivery{msg: msg, attempt: 1, queued: time.Now(), log: log}
+	if meta, err := msg.Metadata(); err == nil {
+		d.seq, d.attempt, d.queued = meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
+	}
+	return d
+}
+
 func reject(code jobs.RejectCode, format string, args ...any) *jobs.RejectError {
 	return &jobs.RejectError{Code: code, Reason: fmt.Sprintf(format, args...)}
 }
@@ -37,12 +45,18 @@ func reject(code jobs.RejectCode, format string, args ...any) *jobs.RejectError 
 // handle runs one delivery to its end: a published result and an ack, a
 // Nak (drain), or nothing at all (connection lost, simulated crash).
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
-	d := &delivery{msg: msg, attempt: 1, queued: time.Now(), log: w.log}
-	if meta, err := msg.Metadata(); err == nil {
-		d.seq, d.attempt, d.queued = meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
+	d := newDelivery(msg, w.log)
+	if !w.held.add(d.seq) {
+		// This worker is running the job already: its first delivery
+		// went unextended past AckWait (heartbeats lost in a server
+		// failover, say). Acking this one would take the job off the
+		// queue while that run may still die; Nak would hand it to
+		// another worker at once. Left alone, it is acked by the running
+		// one, or redelivered if that one dies. It spends no budget.
+		d.log.Info("second delivery of a job running here: left to the running one", "seq", d.seq, "attempt", d.attempt)
+		w.countHandBack(ctx, d, "already running here")
+		return
 	}
-	// Held from the start: the dead-letter check must see it as running.
-	w.held.add(d.seq, msg.Subject())
 	defer w.held.remove(d.seq)
 	_, tenant, ok := w.cfg.Subjects.ParseJobs(msg.Subject())
 	if !ok {
@@ -56,6 +70,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	job, decodeErr := jobs.DecodeJob(msg.Data(), w.cfg.Policy.MaxJobBytes)
 	d.id, decodeErr = w.jobID(d, job, decodeErr)
 	d.log = w.log.With("job", d.id, "tenant", d.tenant, "attempt", d.attempt)
+	if failed, drained := w.failedDeliveries(ctx, d); failed >= w.cfg.MaxDeliver {
+		w.deadLetter(ctx, d, failed, drained)
+		return
+	}
 
 	var status jobs.Status
 	if w.cfg.StartJob != nil {
@@ -96,19 +114,23 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 		d.log.Warn("simulating a crash: abandoning the delivery")
 		return ""
 	}
+	stall := w.cfg.SimulateStall != nil && w.cfg.SimulateStall(job, d.attempt)
 
 	// Hold on to the delivery while we work on it, including the checks.
 	runCtx, stopRun := context.WithCancelCause(ctx)
 	defer stopRun(nil)
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
-	go w.heartbeat(hbCtx, d, stopRun)
+	if !stall {
+		go w.heartbeat(hbCtx, d, stopRun)
+	}
 
 	// The same id runs once: the dedup window catches quick duplicates at
 	// publication, this catches later ones for as long as results are kept.
 	if w.resultExists(ctx, d.tenant, d.id) {
 		d.log.Info("duplicate job: a result exists already")
 		_ = d.msg.Ack()
+		w.forgetDrains(ctx, d)
 		return ""
 	}
 	netReq, err := w.networkRequest(job)
@@ -149,6 +171,10 @@ func (w *Worker) process(ctx context.Context, d *delivery, job *jobs.Job, decode
 	res := w.execute(runCtx, d, plan, pkgs, inputs, netReq)
 	if res == nil {
 		return "" // put back, or nowhere to report to
+	}
+	if stall {
+		d.log.Warn("simulating a stall: abandoning the delivery")
+		return ""
 	}
 	if res.Status == jobs.StatusCancelled && w.cfg.Observer != nil {
 		w.cfg.Observer.JobCancelled()
@@ -231,8 +257,10 @@ func (w *Worker) cancelRequested(ctx context.Context, tenant, id string) bool {
 func (w *Worker) rejectJob(ctx context.Context, d *delivery, err error) jobs.Status {
 	re, ok := jobs.AsReject(err)
 	if !ok {
-		// Not the job's fault (a lookup failed): try again later.
+		// Not the job's fault (a lookup failed): try again later, without
+		// spending the job's budget.
 		d.log.Warn("cannot handle job now", "err", err)
+		w.countHandBack(ctx, d, "transient failure")
 		_ = d.msg.NakWithDelay(time.Second)
 		return ""
 	}
@@ -307,7 +335,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery, plan jobs.Plan, pkgs 
 	switch {
 	case errors.Is(cause, errDraining):
 		d.log.Info("job interrupted by drain: back to the queue")
-		_ = d.msg.Nak()
+		w.handBack(ctx, d, "drain")
 		return nil
 	case errors.Is(cause, errConnLost):
 		d.log.Warn("job abandoned: connection closed")

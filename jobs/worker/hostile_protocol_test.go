@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eryx-dev/eryx/jobs"
-	"github.com/eryx-dev/eryx/telemetry"
 )
 
 // Regression tests for issue #10, rows 3, 9 and 10: what a job or a
@@ -33,22 +31,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// counter reads a counter without labels from m.
-func counter(t *testing.T, m *telemetry.Metrics, name string) int {
-	t.Helper()
-	families, err := m.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			return int(f.GetMetric()[0].GetCounter().GetValue())
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }
 
 func streamInfo(t *testing.T, js jetstream.JetStream, name string) *jetstream.StreamInfo {
@@ -217,112 +199,6 @@ func TestStreamsMigrateFromV1(t *testing.T) {
 	}
 }
 
-// TestForgedAdvisoriesKillNothing: max-deliveries advisories forged for
-// every sequence, while a job runs and others are queued, dead-letter
-// nothing; every job then finishes normally.
-func TestForgedAdvisoriesKillNothing(t *testing.T) {
-	nc := connect(t, startServer(t))
-	metrics := []*telemetry.Metrics{telemetry.NewMetrics(), telemetry.NewMetrics()}
-	cfg := testConfig("w1")
-	cfg.Concurrency = 1
-	cfg.Policy.Timeout = 120 * time.Second
-	cfg.Observer = metrics[0]
-	startWorker(t, nc, cfg)
-	// A second worker of the queue answers the holds queries too.
-	cfg2 := testConfig("w2")
-	cfg2.Concurrency = 1
-	cfg2.Policy.Timeout = 120 * time.Second
-	cfg2.Observer = metrics[1]
-	startWorker(t, connect(t, nc.ConnectedUrl()), cfg2)
-	c := newClient(t, nc)
-	js, _ := jetstream.New(nc)
-	ctx := context.Background()
-
-	// Two blockers keep both workers busy, so the rest stay queued.
-	blockers := []string{"blocker-1", "blocker-2"}
-	outs := map[string]*output{}
-	for _, id := range blockers {
-		out := newOutput()
-		outs[id] = out
-		watch, err := c.Watch(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(watch.Stop)
-		go func() { _, _ = watch.Wait(ctx, out.handlers()) }()
-		if _, err := c.Submit(ctx, "", &jobs.Job{ID: id, Code: "import time\nprint('running', flush=True)\nwhile True:\n    time.sleep(0.02)"}); err != nil {
-			t.Fatal(err)
-		}
-		waitFirstOutput(t, out)
-	}
-	queued := []string{"queued-1", "queued-2", "queued-3"}
-	var last uint64
-	for _, id := range queued {
-		sub, err := c.Submit(ctx, "", &jobs.Job{ID: id, Code: "print('" + id + "')"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = sub.Sequence
-	}
-
-	// Sweep every sequence, with honest-looking and lying advisories.
-	subject := jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default~default")
-	forged := 0
-	for seq := uint64(1); seq <= last+5; seq++ {
-		for _, adv := range []map[string]any{
-			{"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "ERYX_JOBS", "consumer": "workers-default~default", "stream_seq": seq, "deliveries": 3},
-			{"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "OTHER", "consumer": "x", "stream_seq": seq, "deliveries": 99},
-		} {
-			data, _ := json.Marshal(adv)
-			if err := nc.Publish(subject, data); err != nil {
-				t.Fatal(err)
-			}
-			forged++
-		}
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	// All forged advisories were handled (the work-queue stream empties as
-	// they are acked) ...
-	waitFor(t, "the forged advisories to be handled", func() bool {
-		info := streamInfo(t, js, "ERYX_ADVISORIES")
-		return info.State.LastSeq >= uint64(forged) && info.State.Msgs == 0
-	})
-	// ... and none of them dead-lettered anything.
-	if n := streamInfo(t, js, "ERYX_DLQ").State.Msgs; n != 0 {
-		t.Fatalf("%d jobs dead-lettered by forged advisories", n)
-	}
-	for _, id := range append(blockers, queued...) {
-		if res, err := c.Lookup(ctx, id); !errors.Is(err, jobs.ErrNoResult) {
-			t.Fatalf("%s has a result while it should be running or queued: %+v %v", id, res, err)
-		}
-	}
-	if n := streamInfo(t, js, "ERYX_JOBS").State.Msgs; n != uint64(len(blockers)+len(queued)) {
-		t.Fatalf("%d jobs left in the queue, want %d", n, len(blockers)+len(queued))
-	}
-	// Those naming a job still in the queue were refused and counted (the
-	// others point at nothing and are dropped quietly).
-	if n := counter(t, metrics[0], telemetry.MetricAdvRejected) + counter(t, metrics[1], telemetry.MetricAdvRejected); n < 2*len(blockers)+2*len(queued) {
-		t.Errorf("%v advisories counted as rejected, want at least %d", n, 2*len(blockers)+2*len(queued))
-	}
-
-	// Everything then finishes as it would have.
-	for _, id := range blockers {
-		if err := c.Cancel(ctx, id, ""); err != nil {
-			t.Fatal(err)
-		}
-		if res := waitResult(t, c, id); res.Status != jobs.StatusCancelled {
-			t.Fatalf("%s: %s %s", id, res.Status, res.Code)
-		}
-	}
-	for _, id := range queued {
-		if res := waitResult(t, c, id); res.Status != jobs.StatusOK || res.Stdout != id+"\n" {
-			t.Fatalf("%s: %s %s %q", id, res.Status, res.Code, res.Stdout)
-		}
-	}
-}
-
 // TestDecoyCannotHoldAVictimsID: a message with Nats-Msg-Id of somebody
 // else's job is rejected under its own sequence, and the victim's
 // submission, dropped by the stream as a duplicate, fails with ErrIDTaken
@@ -434,68 +310,4 @@ func TestWatchIgnoresForgedAttempts(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestForgedAdvisoryForAJobAwaitingRedelivery: a job whose worker died is
-// pending but held by nobody until it is redelivered; an advisory about it
-// cannot be confirmed, so it waits, and the job then runs normally.
-func TestForgedAdvisoryForAJobAwaitingRedelivery(t *testing.T) {
-	nc := connect(t, startServer(t))
-	cfg := testConfig("w1")
-	cfg.Concurrency = 1
-	cfg.Policy.Timeout = 120 * time.Second
-	cfg.SimulateCrash = func(job *jobs.Job, attempt int) bool { return job.ID == "crashy" && attempt == 1 }
-	w := newWorker(t, nc, cfg)
-	c := newClient(t, nc)
-	js, _ := jetstream.New(nc)
-	ctx := context.Background()
-
-	// Queued before the worker runs: it takes crashy (and "dies"), then the
-	// blocker, which keeps its only slot so crashy is not redelivered.
-	sub, err := c.Submit(ctx, "", &jobs.Job{ID: "crashy", Code: "print('second try')"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := newOutput()
-	watch, err := c.Watch(ctx, "blocker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(watch.Stop)
-	go func() { _, _ = watch.Wait(ctx, out.handlers()) }()
-	if _, err := c.Submit(ctx, "", &jobs.Job{ID: "blocker", Code: "import time\nprint('running', flush=True)\nwhile True:\n    time.sleep(0.02)"}); err != nil {
-		t.Fatal(err)
-	}
-	run(t, w)
-	waitFirstOutput(t, out)
-
-	data, _ := json.Marshal(map[string]any{"stream": "ERYX_JOBS", "consumer": "workers-default~default", "stream_seq": sub.Sequence, "deliveries": 3})
-	if err := nc.Publish(jobs.MaxDeliveriesAdvisory("ERYX_JOBS", "workers-default~default"), data); err != nil {
-		t.Fatal(err)
-	}
-	// The tenant consumer's advisories consumer is made when its first
-	// advisory is seen.
-	var advCons jetstream.Consumer
-	waitFor(t, "the advisories consumer", func() bool {
-		var err error
-		advCons, err = js.Consumer(ctx, "ERYX_ADVISORIES", "dlq-workers-default~default")
-		return err == nil
-	})
-	// Looked at twice: undecided the first time, put back, looked at again.
-	waitFor(t, "the advisory to be checked twice", func() bool {
-		info, err := advCons.Info(ctx)
-		return err == nil && info.Delivered.Consumer >= 2
-	})
-	if n := streamInfo(t, js, "ERYX_DLQ").State.Msgs; n != 0 {
-		t.Fatalf("the job awaiting redelivery was dead-lettered (%d)", n)
-	}
-	if err := c.Cancel(ctx, "blocker", ""); err != nil {
-		t.Fatal(err)
-	}
-	if res := waitResult(t, c, "crashy"); res.Status != jobs.StatusOK || res.Attempt != 2 {
-		t.Fatalf("crashy: %s %s attempt %d", res.Status, res.Code, res.Attempt)
-	}
-	waitFor(t, "the advisory to be dropped", func() bool {
-		return streamInfo(t, js, "ERYX_ADVISORIES").State.Msgs == 0
-	})
 }

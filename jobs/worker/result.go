@@ -40,6 +40,7 @@ func (w *Worker) finish(ctx context.Context, d *delivery, res *jobs.Result) jobs
 		d.log.Info("a result exists already; dropping this one")
 	default:
 		d.log.Warn("publishing result failed: back to the queue", "err", err)
+		w.countHandBack(ctx, d, "result not published")
 		_ = d.msg.NakWithDelay(time.Second)
 		return ""
 	}
@@ -47,6 +48,7 @@ func (w *Worker) finish(ctx context.Context, d *delivery, res *jobs.Result) jobs
 		// The result is out; a redelivery will find it and only ack.
 		d.log.Warn("ack failed", "err", err)
 	}
+	w.forgetDrains(ctx, d)
 	return res.Status
 }
 

@@ -76,9 +76,10 @@ type Config struct {
 	// Heartbeat is how often a running job's delivery is extended with
 	// InProgress (AckWait/3 by default).
 	Heartbeat time.Duration
-	// MaxDeliver is how many deliveries a job gets before it goes to the
-	// dead-letter stream. A delivery counts whether its worker died, or a
-	// draining worker put it back.
+	// MaxDeliver is how many failed deliveries a job gets before it goes
+	// to the dead-letter stream: deliveries whose worker died or stalled
+	// past AckWait. Deliveries a draining worker handed back do not count
+	// (see dlq.go).
 	MaxDeliver int
 	// DrainTimeout is how long Run lets in-flight jobs finish after its
 	// context ends before putting them back on the queue.
@@ -155,6 +156,11 @@ type Config struct {
 	// worker that died at that point would (no ack, no heartbeat, no
 	// result), so the server redelivers it after AckWait.
 	SimulateCrash func(job *jobs.Job, attempt int) bool
+	// SimulateStall is a fault-injection hook too: when it returns true
+	// for a delivery, the worker runs the job without heartbeats (as a
+	// worker cut off from its NATS server would), then abandons it
+	// without a result or an ack.
+	SimulateStall func(job *jobs.Job, attempt int) bool
 }
 
 func (c Config) withDefaults() Config {
@@ -265,9 +271,10 @@ type Worker struct {
 	control  jetstream.Stream
 	packages jetstream.ObjectStore
 	files    jetstream.ObjectStore // jobs' input and output files
+	drainsKV jetstream.KeyValue    // handed-back deliveries (dlq.go)
 
-	// held are the stream sequences of the deliveries this worker holds,
-	// for the dead-letter check (see holds).
+	// held are the stream sequences of the jobs this worker is handling:
+	// a second delivery of one of them is not run, nor acked.
 	held *heldSet
 
 	cancels  *cancelRegistry
@@ -329,6 +336,9 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	if w.files, err = js.ObjectStore(ctx, s.FilesBucket()); err != nil {
 		return nil, err
 	}
+	if w.drainsKV, err = js.KeyValue(ctx, s.DrainsBucket()); err != nil {
+		return nil, err
+	}
 	w.pkgs = newPackageCache(w.packages, cfg.MaxPackageBytes)
 	w.pkgs.onTooLarge = func() { w.bound(BoundPackageBytes) }
 	w.sessions = newSessionCache(sandboxes, cfg.SessionCache, cfg.SessionIdle, cfg.SessionMemory)
@@ -371,11 +381,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := cancelSub.SetPendingLimits(cancelPendingMsgs, cancelPendingBytes); err != nil {
 		return err
 	}
-	holdsSub, err := w.nc.Subscribe(s.WorkerHolds(w.cfg.Queue), w.onHolds)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = holdsSub.Unsubscribe() }()
 	// Every job published on the queue rings the scheduler; the job
 	// itself is pulled from its tenant's consumer.
 	bell, err := w.nc.Subscribe(s.QueueJobs(w.cfg.Queue), w.sched.onDoorbell)
@@ -410,9 +415,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		go w.sweepLoop(loopCtx, sw)
 	}
 	go w.sched.refreshLoop(loopCtx, w.log)
-	// Advisories are kept in a stream: one worker of the queue handles
-	// each, including those announced while no worker was running.
-	go w.advisoryLoop(loopCtx)
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency)
 	<-loopCtx.Done()
 	cause := context.Cause(loopCtx)
@@ -466,9 +468,9 @@ func (w *Worker) slotLoop(ctx, jobCtx context.Context) error {
 			w.sched.release(tq, true)
 			continue
 		case ctx.Err() != nil:
-			// Stopping: the job goes straight back to the queue (the
-			// delivery still counts towards MaxDeliver).
-			_ = msg.Nak()
+			// Stopping: the job goes straight back to the queue, and
+			// the delivery does not count towards MaxDeliver.
+			w.handBack(jobCtx, newDelivery(msg, w.log), "worker stopping")
 			w.sched.release(tq, false)
 			return nil //nolint:nilerr // stopping is not an error of the loop
 		}
