@@ -264,7 +264,7 @@ type Worker struct {
 	results  jetstream.Stream
 	control  jetstream.Stream
 	packages jetstream.ObjectStore
-	files    jetstream.ObjectStore // jobs' input and output files
+	files    *filesBuckets // each tenant's files bucket, made on first use
 
 	// held are the stream sequences of the deliveries this worker holds,
 	// for the dead-letter check (see holds).
@@ -326,9 +326,7 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	if w.packages, err = js.ObjectStore(ctx, s.PackagesBucket()); err != nil {
 		return nil, err
 	}
-	if w.files, err = js.ObjectStore(ctx, s.FilesBucket()); err != nil {
-		return nil, err
-	}
+	w.files = &filesBuckets{topo: cfg.Topology, js: js, open: map[string]jetstream.ObjectStore{}}
 	w.pkgs = newPackageCache(w.packages, cfg.MaxPackageBytes)
 	w.pkgs.onTooLarge = func() { w.bound(BoundPackageBytes) }
 	w.sessions = newSessionCache(sandboxes, cfg.SessionCache, cfg.SessionIdle, cfg.SessionMemory)
