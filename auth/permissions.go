@@ -386,7 +386,8 @@ func AdminPermissions() jwt.Permissions {
 
 // AuthServicePermissions are eryx-auth's (and eryx-admin's when it runs
 // with eryx-auth's credentials): receive authorization requests and
-// answer them, and manage the ERYX_AUTH bucket. It is the one static user
+// answer them, manage the ERYX_AUTH bucket, and create tenants' files
+// buckets. It is the one static user
 // of an auth-callout deployment (the callout's auth_users).
 func AuthServicePermissions(prefix string) (jwt.Permissions, error) {
 	s, err := validPrefix(prefix)
@@ -398,6 +399,11 @@ func AuthServicePermissions(prefix string) (jwt.Permissions, error) {
 	pub := append([]string{"$KV." + b + ".>", "$JS.API.INFO",
 		"$JS.API.STREAM.MSG.DELETE." + st, "$JS.API.STREAM.PURGE." + st}, streamAPI(st)...)
 	pub = append(pub, consumerAPI(st, "*")...)
+	// eryx-admin tenant add makes the tenant's files bucket
+	// (jobs.Topology.EnsureFilesBucket); its name is one token, so no
+	// rule narrower than any stream matches it. This identity can already
+	// issue admin keys.
+	pub = append(pub, "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*", "$JS.API.STREAM.INFO.*")
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: pub, Deny: []string{"$JS.EVENT.>"}},
 		Sub: jwt.Permission{Allow: []string{

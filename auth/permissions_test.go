@@ -188,6 +188,18 @@ func TestPermissionMatrix(t *testing.T) {
 			filesFlow(t, w, a, b)
 		})
 
+		if d.authJS != nil {
+			t.Run("eryx-admin tenant add with eryx-auth's credentials makes the files bucket", func(t *testing.T) {
+				top := jobs.Topology{Subjects: jobs.Subjects{Prefix: prefix}, FilesMaxBytes: 4 << 20}
+				if _, err := top.EnsureFilesBucket(ctx, d.authJS, "c"); err != nil {
+					t.Fatalf("eryx-auth creating c's files bucket: %v", err)
+				}
+				if _, err := top.EnsureFilesBucket(ctx, d.authJS, "c"); err != nil {
+					t.Fatalf("eryx-auth updating c's files bucket: %v", err)
+				}
+			})
+		}
+
 		t.Run("callback service serves its own names only", func(t *testing.T) {
 			cb := d.connect(t, clockSvc)
 			sub, err := cb.Subscribe("eryx.cb.clock", func(m *nats.Msg) { _ = m.Respond([]byte("12:00")) })

@@ -327,6 +327,11 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 		return nil, err
 	}
 	w.files = &filesBuckets{topo: cfg.Topology, js: js, open: map[string]jetstream.ObjectStore{}}
+	// The default tenant's bucket now: a deployment without eryx-admin
+	// has no "tenant add" to make it, and clients cannot.
+	if _, err := w.files.get(ctx, jobs.DefaultTenant); err != nil {
+		return nil, err
+	}
 	w.pkgs = newPackageCache(w.packages, cfg.MaxPackageBytes)
 	w.pkgs.onTooLarge = func() { w.bound(BoundPackageBytes) }
 	w.sessions = newSessionCache(sandboxes, cfg.SessionCache, cfg.SessionIdle, cfg.SessionMemory)
