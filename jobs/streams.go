@@ -64,7 +64,7 @@ type Topology struct {
 	ResultsMaxBytes int64
 	DLQMaxAge       time.Duration
 	Control         ControlLimits // bounds of the control stream
-	// FilesTTL and FilesMaxBytes bound the files bucket.
+	// FilesTTL and FilesMaxBytes bound each tenant's files bucket.
 	FilesTTL      time.Duration
 	FilesMaxBytes int64
 	// Storage of the streams; file unless a test asks for memory.
