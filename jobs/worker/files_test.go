@@ -421,3 +421,50 @@ func filesClient(t *testing.T, nc *nats.Conn, tenant string) *jobs.Client {
 	}
 	return tenantClient(t, nc, tenant)
 }
+
+// A tenant's files bucket is made by the worker at the tenant's first
+// job with files, with the worker's size: a tenant that fills its own
+// bucket does not stop another's outputs.
+func TestFilesBucketPerTenant(t *testing.T) {
+	url := startServer(t)
+	nc := connect(t, url)
+	cfg := testConfig("w1")
+	cfg.Topology.FilesMaxBytes = 1 << 20
+	startWorker(t, nc, cfg)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	carol := tenantClient(t, connect(t, url), "carol")
+	dave := tenantClient(t, connect(t, url), "dave")
+	if _, err := js.ObjectStore(ctx, "ERYX_FILES_carol"); err == nil {
+		t.Fatal("carol's bucket exists before her first job")
+	}
+
+	res := runJob(t, carol, &jobs.Job{Code: `open('/output/big.bin', 'wb').write(b'c' * (1536 << 10))
+open('/output/small.txt', 'w').write('carol')`}, jobs.Handlers{})
+	if res.Status != jobs.StatusOK || !strings.Contains(res.FilesError, "big.bin") || len(res.Files) != 1 {
+		t.Fatalf("carol over her bucket: %s files=%+v error=%q", res.Status, res.Files, res.FilesError)
+	}
+	if f := res.Files[0]; f.Bucket != "ERYX_FILES_carol" || f.Object != res.ID+"/small.txt" {
+		t.Fatalf("carol's output: %+v", f)
+	}
+	st, err := js.Stream(ctx, "OBJ_ERYX_FILES_carol")
+	if err != nil || st.CachedInfo().Config.MaxBytes != 1<<20 {
+		t.Fatalf("carol's bucket: %v", err)
+	}
+	carolsOutput := res.ID + "/small.txt"
+	var buf bytes.Buffer
+	if _, err := carol.GetFile(ctx, carolsOutput, &buf); err != nil || buf.String() != "carol" {
+		t.Fatalf("carol reading her output: %q %v", buf.String(), err)
+	}
+
+	res = runJob(t, dave, &jobs.Job{Code: `open('/output/d.txt', 'w').write('dave')`}, jobs.Handlers{})
+	if res.Status != jobs.StatusOK || res.FilesError != "" || len(res.Files) != 1 || res.Files[0].Bucket != "ERYX_FILES_dave" {
+		t.Fatalf("dave next to carol's full bucket: %s %+v %q", res.Status, res.Files, res.FilesError)
+	}
+	// Dave's job naming carol's object looks in his own bucket.
+	res = runJob(t, dave, &jobs.Job{Code: "pass", Files: map[string]string{"data/x.txt": carolsOutput}}, jobs.Handlers{})
+	if res.Status != jobs.StatusRejected || res.Code != jobs.CodeFileNotFound ||
+		!strings.Contains(res.Reason, "ERYX_FILES_dave") {
+		t.Fatalf("dave naming carol's output: %s %s %s", res.Status, res.Code, res.Reason)
+	}
+}
