@@ -81,6 +81,7 @@ type deployment struct {
 	url    string
 	creds  map[string]nats.Option // identity -> auth option
 	store  *auth.Store            // callout only
+	authJS jetstream.JetStream    // callout only: eryx-auth's connection
 	stopCb func()                 // callout only: stops eryx-auth
 	mu     sync.Mutex
 	seen   []auth.Decision
@@ -168,6 +169,7 @@ func calloutDeployment(t testing.TB) *deployment {
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.authJS = js
 	d.store, err = auth.OpenStore(ctx, js, prefix, true)
 	if err != nil {
 		t.Fatal(err)

@@ -167,6 +167,22 @@ func SubmitterPermissions(prefix, tenant string, queues ...string) (jwt.Permissi
 			"$JS.API.CONSUMER.DELETE."+st+".*",
 		)
 	}
+	// The tenant's files bucket, which a worker or eryx-admin made: put,
+	// get, list and delete objects (the object store client's own
+	// requests), but not create, update or delete the bucket, so its TTL
+	// and size stay the operator's.
+	files := s.FilesBucket(tenant)
+	fst := "OBJ_" + files
+	pub = append(pub,
+		"$O."+files+".>",
+		"$JS.API.STREAM.INFO."+fst,
+		"$JS.API.DIRECT.GET."+fst+".>",
+		"$JS.API.STREAM.PURGE."+fst, // the chunks of a replaced or deleted object
+		"$JS.API.CONSUMER.CREATE."+fst+".*.>",
+		"$JS.API.CONSUMER.MSG.NEXT."+fst+".*",
+		"$JS.API.CONSUMER.INFO."+fst+".*",
+		"$JS.API.CONSUMER.DELETE."+fst+".*",
+	)
 	jobSubjects := s.TenantPrefix(tenant) + ".job.>"
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: pub, Deny: append(denyAll(), jobSubjects)},
@@ -223,7 +239,6 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 	kv := "KV_" + s.SessionsBucket()
 	blobs := "OBJ_" + s.SessionBlobsBucket()
 	pkgs := "OBJ_" + s.PackagesBucket()
-	files := "OBJ_" + s.FilesBucket() // jobs' input and output files (docs/files.md)
 	authKV := "KV_" + authBucket(s)
 	drains := "KV_" + s.DrainsBucket()      // drained deliveries, by stream sequence
 	pub := append(s.EventsStreamSubjects(), // every tenant's stdout, stderr, trace; the barrier
@@ -239,11 +254,10 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 		"$KV."+s.SessionsBucket()+".>",
 		"$KV."+s.DrainsBucket()+".>",
 		"$O."+s.SessionBlobsBucket()+".>",
-		"$O."+s.FilesBucket()+".>",
 		"$JS.API.INFO",
 	)
 	for _, st := range []string{s.JobsStream(), s.EventsStream(), s.ResultsStream(), s.ControlStream(),
-		s.DeadLetterStream(), s.AdvisoriesStream(), kv, blobs, pkgs, files, drains} {
+		s.DeadLetterStream(), s.AdvisoriesStream(), kv, blobs, pkgs, drains} {
 		pub = append(pub, streamAPI(st)...)
 	}
 	pub = append(pub,
@@ -254,7 +268,6 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 		"$JS.API.STREAM.MSG.DELETE."+kv,
 		"$JS.API.STREAM.PURGE."+kv,
 		"$JS.API.STREAM.PURGE."+blobs,
-		"$JS.API.STREAM.PURGE."+files,
 	)
 	// One consumer per tenant of the queue (fair share): the consumer's
 	// filter is in the create request's subject, so a worker can only
@@ -271,16 +284,19 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 		"$JS.API.CONSUMER.MSG.NEXT."+s.AdvisoriesStream()+".*",
 		"$JS.API.CONSUMER.DELETE."+s.AdvisoriesStream()+".dlq-"+s.ConsumerName(queue),
 	)
-	for _, st := range []string{kv, blobs, pkgs, files} {
+	for _, st := range []string{kv, blobs, pkgs} {
 		pub = append(pub, consumerAPI(st, "*")...)
 	}
+	pub = append(pub, tenantFilesAPI()...)
 	// quotas: the tenants' records, not the keys
 	pub = append(pub,
 		"$JS.API.STREAM.INFO."+authKV,
 		"$JS.API.DIRECT.GET."+authKV+".$KV."+authBucket(s)+"."+tenantsKey+".>",
 	)
+	deny := append(denyAll(), p+".jobs.>")
+	deny = append(deny, tenantFilesDeny(s, authKV)...)
 	return jwt.Permissions{
-		Pub: jwt.Permission{Allow: pub, Deny: append(denyAll(), p+".jobs.>")},
+		Pub: jwt.Permission{Allow: pub, Deny: deny},
 		Sub: jwt.Permission{Allow: []string{
 			s.AllCancels(),
 			s.WorkerHolds(queue),
@@ -290,6 +306,46 @@ func WorkerPermissions(prefix, queue string) (jwt.Permissions, error) {
 		}},
 		Resp: responses,
 	}, nil
+}
+
+// tenantFilesAPI is a worker's access to every tenant's files bucket
+// (<prefix>_FILES_<tenant>, made on first use). NATS wildcards match
+// whole tokens and a bucket name is one, so no rule matches
+// "<prefix>_FILES_*": the rules name any stream, and narrow what they can
+// by the object-store subjects in the API subject (direct gets of
+// metadata, consumers filtered on chunks or metadata). What they would
+// also reach beyond the files buckets is denied by tenantFilesDeny.
+func tenantFilesAPI() []string {
+	return []string{
+		"$O.*.>",
+		"$JS.API.STREAM.CREATE.*",
+		"$JS.API.STREAM.UPDATE.*",
+		"$JS.API.STREAM.INFO.*",
+		"$JS.API.STREAM.PURGE.*",
+		"$JS.API.DIRECT.GET.*.$O.*.M.*",
+		"$JS.API.CONSUMER.CREATE.*.*.$O.*.C.*",
+		"$JS.API.CONSUMER.CREATE.*.*.$O.*.M.>",
+		"$JS.API.CONSUMER.MSG.NEXT.*.*",
+		"$JS.API.CONSUMER.INFO.*.*",
+		// the object store client deletes its ordered consumers
+		"$JS.API.CONSUMER.DELETE.*.*",
+	}
+}
+
+// tenantFilesDeny takes back what tenantFilesAPI grants beyond the
+// worker's own: writing packages, reconfiguring the auth bucket, and
+// purging the streams it must not empty.
+func tenantFilesDeny(s jobs.Subjects, authKV string) []string {
+	deny := []string{
+		"$O." + s.PackagesBucket() + ".>",
+		"$JS.API.STREAM.CREATE." + authKV,
+		"$JS.API.STREAM.UPDATE." + authKV,
+	}
+	for _, st := range []string{s.EventsStream(), s.ResultsStream(), s.ControlStream(),
+		s.DeadLetterStream(), s.AdvisoriesStream(), "OBJ_" + s.PackagesBucket(), authKV} {
+		deny = append(deny, "$JS.API.STREAM.PURGE."+st)
+	}
+	return deny
 }
 
 // CallbackServicePermissions are a callback service's serving names:
@@ -332,7 +388,8 @@ func AdminPermissions() jwt.Permissions {
 
 // AuthServicePermissions are eryx-auth's (and eryx-admin's when it runs
 // with eryx-auth's credentials): receive authorization requests and
-// answer them, and manage the ERYX_AUTH bucket. It is the one static user
+// answer them, manage the ERYX_AUTH bucket, and create tenants' files
+// buckets. It is the one static user
 // of an auth-callout deployment (the callout's auth_users).
 func AuthServicePermissions(prefix string) (jwt.Permissions, error) {
 	s, err := validPrefix(prefix)
@@ -344,6 +401,11 @@ func AuthServicePermissions(prefix string) (jwt.Permissions, error) {
 	pub := append([]string{"$KV." + b + ".>", "$JS.API.INFO",
 		"$JS.API.STREAM.MSG.DELETE." + st, "$JS.API.STREAM.PURGE." + st}, streamAPI(st)...)
 	pub = append(pub, consumerAPI(st, "*")...)
+	// eryx-admin tenant add makes the tenant's files bucket
+	// (jobs.Topology.EnsureFilesBucket); its name is one token, so no
+	// rule narrower than any stream matches it. This identity can already
+	// issue admin keys.
+	pub = append(pub, "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*", "$JS.API.STREAM.INFO.*")
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: pub, Deny: []string{"$JS.EVENT.>"}},
 		Sub: jwt.Permission{Allow: []string{

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eryx-dev/eryx/auth"
+	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/kvstate"
 )
 
@@ -181,6 +184,22 @@ func TestPermissionMatrix(t *testing.T) {
 			workerFlow(t, w, a)
 		})
 
+		t.Run("tenant files buckets: the worker makes them, each tenant uses its own", func(t *testing.T) {
+			filesFlow(t, w, a, b)
+		})
+
+		if d.authJS != nil {
+			t.Run("eryx-admin tenant add with eryx-auth's credentials makes the files bucket", func(t *testing.T) {
+				top := jobs.Topology{Subjects: jobs.Subjects{Prefix: prefix}, FilesMaxBytes: 4 << 20}
+				if _, err := top.EnsureFilesBucket(ctx, d.authJS, "c"); err != nil {
+					t.Fatalf("eryx-auth creating c's files bucket: %v", err)
+				}
+				if _, err := top.EnsureFilesBucket(ctx, d.authJS, "c"); err != nil {
+					t.Fatalf("eryx-auth updating c's files bucket: %v", err)
+				}
+			})
+		}
+
 		t.Run("callback service serves its own names only", func(t *testing.T) {
 			cb := d.connect(t, clockSvc)
 			sub, err := cb.Subscribe("eryx.cb.clock", func(m *nats.Msg) { _ = m.Respond([]byte("12:00")) })
@@ -300,6 +319,170 @@ func workerFlow(t *testing.T, w, a *conn) {
 		t.Fatalf("worker seeing a cancel: %v", err)
 	}
 	drainNoViolation(t, w)
+}
+
+// filesFlow checks the per-tenant files buckets under the permissions: a
+// worker creates a tenant's bucket and stores an output in it; the
+// tenant puts, gets, lists, replaces and deletes its files, through the
+// object store client and jobs.Client; it cannot create, resize or
+// delete a bucket, nor reach another tenant's.
+func filesFlow(t *testing.T, w, a, b *conn) {
+	ctx := context.Background()
+	top := jobs.Topology{Subjects: jobs.Subjects{Prefix: prefix}, FilesMaxBytes: 8 << 20}
+
+	// A tenant cannot make its bucket (it would choose its size).
+	refused(t, a, "tenant a creating its files bucket", "$JS.API.STREAM.CREATE.OBJ_ERYX_FILES_a", func(ctx context.Context) error {
+		_, err := a.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "ERYX_FILES_a"})
+		return err
+	})
+	refused(t, a, "tenant a ensuring its files bucket", "$JS.API.STREAM.UPDATE.OBJ_ERYX_FILES_a", func(ctx context.Context) error {
+		_, err := top.EnsureFilesBucket(ctx, a.js, "a")
+		return err
+	})
+
+	// The worker makes it on first use, and stores a job's output.
+	wstore, err := top.EnsureFilesBucket(ctx, w.js, "a")
+	if err != nil {
+		t.Fatalf("worker creating a's files bucket: %v", err)
+	}
+	if _, err := wstore.PutBytes(ctx, jobs.OutputObject("j1", "out.txt"), []byte("output")); err != nil {
+		t.Fatalf("worker storing an output: %v", err)
+	}
+	if _, err := top.EnsureFilesBucket(ctx, w.js, "a"); err != nil { // again: an update
+		t.Fatalf("worker updating a's files bucket: %v", err)
+	}
+	bstore, err := top.EnsureFilesBucket(ctx, w.js, "b")
+	if err != nil {
+		t.Fatalf("worker creating b's files bucket: %v", err)
+	}
+	if _, err := bstore.PutBytes(ctx, "secret.txt", []byte("b's")); err != nil {
+		t.Fatal(err)
+	}
+	// What a worker does with an input: its info, then its content.
+	if _, err := bstore.GetInfo(ctx, "secret.txt"); err != nil {
+		t.Fatalf("worker looking up an input: %v", err)
+	}
+	if got, err := bstore.GetBytes(ctx, "secret.txt"); err != nil || string(got) != "b's" {
+		t.Fatalf("worker reading an input: %q %v", got, err)
+	}
+	w.noViolation(t, "worker with files")
+
+	// The tenant uses it, with the object store client...
+	store, err := a.js.ObjectStore(ctx, "ERYX_FILES_a")
+	if err != nil {
+		t.Fatalf("tenant a opening its files bucket: %v", err)
+	}
+	if got, err := store.GetBytes(ctx, "j1/out.txt"); err != nil || string(got) != "output" {
+		t.Fatalf("tenant a reading its job's output: %q %v", got, err)
+	}
+	big := bytes.Repeat([]byte("d"), 300<<10) // several chunks
+	for range 2 {                             // the second replaces (and purges) the first
+		if _, err := store.PutBytes(ctx, "data.csv", big); err != nil {
+			t.Fatalf("tenant a uploading: %v", err)
+		}
+	}
+	if got, err := store.GetBytes(ctx, "data.csv"); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("tenant a downloading: %v", err)
+	}
+	if infos, err := store.List(ctx); err != nil || len(infos) != 2 {
+		t.Fatalf("tenant a listing: %d %v", len(infos), err)
+	}
+	if err := store.Delete(ctx, "data.csv"); err != nil {
+		t.Fatalf("tenant a deleting: %v", err)
+	}
+	// ... and through jobs.Client.
+	c, err := jobs.NewClient(a.Conn, jobs.Subjects{Prefix: prefix}, jobs.WithTenant("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := filepath.Join(t.TempDir(), "in.csv")
+	if err := os.WriteFile(local, []byte("x,y\n1,2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	name, err := c.UploadFile(ctx, local)
+	if err != nil {
+		t.Fatalf("tenant a UploadFile: %v", err)
+	}
+	if again, err := c.UploadFile(ctx, local); err != nil || again != name {
+		t.Fatalf("tenant a UploadFile again: %q %v", again, err)
+	}
+	var buf bytes.Buffer
+	if _, err := c.GetFile(ctx, name, &buf); err != nil || buf.String() != "x,y\n1,2\n" {
+		t.Fatalf("tenant a GetFile: %v", err)
+	}
+	if files, err := c.ListFiles(ctx, "j1/"); err != nil || len(files) != 1 || files[0].Name != "j1/out.txt" {
+		t.Fatalf("tenant a ListFiles: %+v %v", files, err)
+	}
+	if err := c.DeleteFile(ctx, name); err != nil {
+		t.Fatalf("tenant a DeleteFile: %v", err)
+	}
+	a.noViolation(t, "tenant a with its files")
+
+	// It cannot resize, delete or purge-by-API its bucket's stream config,
+	// make another bucket, or reach b's.
+	refused(t, a, "tenant a resizing its bucket", "$JS.API.STREAM.UPDATE.OBJ_ERYX_FILES_a", func(ctx context.Context) error {
+		_, err := a.js.UpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "ERYX_FILES_a", MaxBytes: -1})
+		return err
+	})
+	refused(t, a, "tenant a deleting its bucket", "$JS.API.STREAM.DELETE.OBJ_ERYX_FILES_a", func(ctx context.Context) error {
+		return a.js.DeleteObjectStore(ctx, "ERYX_FILES_a")
+	})
+	refused(t, a, "tenant a creating a bucket", "$JS.API.STREAM.CREATE.OBJ_ERYX_FILES_c", func(ctx context.Context) error {
+		_, err := a.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "ERYX_FILES_c"})
+		return err
+	})
+	refused(t, a, "tenant a opening b's bucket", "$JS.API.STREAM.INFO.OBJ_ERYX_FILES_b", func(ctx context.Context) error {
+		_, err := a.js.ObjectStore(ctx, "ERYX_FILES_b")
+		return err
+	})
+	for _, subj := range []string{
+		"$O.ERYX_FILES_b.M.c2VjcmV0LnR4dA==", "$O.ERYX_FILES_b.C.x", "$O.ERYX_FILES.M.x",
+		"$JS.API.DIRECT.GET.OBJ_ERYX_FILES_b.$O.ERYX_FILES_b.M.c2VjcmV0LnR4dA==",
+		"$JS.API.DIRECT.GET.OBJ_ERYX_FILES_a", // by sequence: would name any subject
+		"$JS.API.STREAM.MSG.GET.OBJ_ERYX_FILES_b",
+		"$JS.API.CONSUMER.CREATE.OBJ_ERYX_FILES_b.x.$O.ERYX_FILES_b.M.>",
+		"$JS.API.CONSUMER.CREATE.OBJ_ERYX_FILES_b.x",
+		"$JS.API.STREAM.PURGE.OBJ_ERYX_FILES_b",
+		"$JS.API.STREAM.INFO.OBJ_ERYX_PACKAGES",
+		"$JS.API.STREAM.UPDATE.OBJ_ERYX_FILES_a",
+	} {
+		_ = a.PublishRequest(subj, a.NewInbox(), []byte(`{}`))
+		a.violation(t, "tenant a reaching beyond its bucket", subj)
+	}
+	if got, err := bstore.GetBytes(ctx, "secret.txt"); err != nil || string(got) != "b's" {
+		t.Fatalf("b's file after a's attempts: %q %v", got, err)
+	}
+
+	// b uses its own bucket, not a's.
+	if _, err := jobs.NewClient(b.Conn, jobs.Subjects{Prefix: prefix}, jobs.WithTenant("b")); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := b.js.ObjectStore(ctx, "ERYX_FILES_b")
+	if err != nil {
+		t.Fatalf("tenant b opening its bucket: %v", err)
+	}
+	if got, err := bs.GetBytes(ctx, "secret.txt"); err != nil || string(got) != "b's" {
+		t.Fatalf("tenant b reading its file: %v", err)
+	}
+	b.noViolation(t, "tenant b with its files")
+
+	// The wildcards a worker needs for every tenant's bucket take nothing
+	// else back: no package writes, no purge of results, events or the
+	// auth bucket, no reconfiguring the auth bucket, no reading its keys.
+	for _, subj := range []string{
+		"$O.ERYX_PACKAGES.M.x",
+		"$JS.API.STREAM.PURGE.ERYX_RESULTS", "$JS.API.STREAM.PURGE.ERYX_EVENTS",
+		"$JS.API.STREAM.PURGE.KV_ERYX_AUTH", "$JS.API.STREAM.PURGE.OBJ_ERYX_PACKAGES",
+		"$JS.API.STREAM.UPDATE.KV_ERYX_AUTH", "$JS.API.STREAM.CREATE.KV_ERYX_AUTH",
+		"$JS.API.STREAM.DELETE.OBJ_ERYX_FILES_a",
+		"$JS.API.DIRECT.GET.KV_ERYX_AUTH", "$JS.API.STREAM.MSG.GET.KV_ERYX_AUTH",
+		"$JS.API.DIRECT.GET.KV_ERYX_AUTH.$KV.ERYX_AUTH.keys.x",
+		"$JS.API.CONSUMER.CREATE.KV_ERYX_AUTH.x.$KV.ERYX_AUTH.>",
+		"$JS.API.CONSUMER.CREATE.ERYX_RESULTS.x.eryx.t.a.job.>",
+	} {
+		_ = w.PublishRequest(subj, w.NewInbox(), []byte(`{}`))
+		w.violation(t, "worker beyond the files buckets", subj)
+	}
 }
 
 func drainNoViolation(t *testing.T, c *conn) {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -306,6 +307,35 @@ func TestPlatformUnderShippedPermissions(t *testing.T) {
 	cancel()
 	testenv.PollUntil(t, 20*time.Second, "the worker key's submission refused", func() bool { return vW.about("eryx.jobs.default.a") })
 
+	// Files, under the submitter keys: the worker makes a's bucket at a's
+	// first job with files; then eryx-submit uploads, mounts and downloads
+	// as tenant a, and b cannot see a's files.
+	res = runAs(t, a, &jobs.Job{ID: "a-out", Code: "open('/output/first.txt', 'w').write('first')"}, jobs.Handlers{})
+	if res.Status != jobs.StatusOK || len(res.Files) != 1 || res.Files[0].Bucket != "ERYX_FILES_a" || res.FilesError != "" {
+		t.Fatalf("a's first output: %s %+v %q", res.Status, res.Files, res.FilesError)
+	}
+	dir := t.TempDir()
+	csv := filepath.Join(dir, "in.csv")
+	if err := os.WriteFile(csv, []byte("n\n1\n2\n3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	outDir := filepath.Join(dir, "out")
+	code, stdout, stderr := submit(t, p.url("a"), "--tenant", "a", "--file", csv, "--out", outDir, "-c",
+		"rows = open('/data/in.csv').read().split()[1:]\nopen('/output/sum.txt', 'w').write(str(sum(map(int, rows))))\nprint(len(rows))")
+	if code != 0 || stdout != "3\n" {
+		t.Fatalf("eryx-submit --file --out as tenant a: exit %d stdout %q stderr %q", code, stdout, stderr)
+	}
+	if got, err := os.ReadFile(filepath.Join(outDir, "sum.txt")); err != nil || string(got) != "6" {
+		t.Fatalf("a's downloaded output: %q %v", got, err)
+	}
+	if code, stdout, stderr := submit(t, p.url("a"), "--tenant", "a", "files", "ls"); code != 0 || !strings.Contains(stdout, "a-out/first.txt") || !strings.Contains(stdout, "sha256-") {
+		t.Fatalf("eryx-submit files ls as a: exit %d %q %q", code, stdout, stderr)
+	}
+	var got bytes.Buffer
+	if _, err := b.GetFile(ctx, "a-out/first.txt", &got); err == nil {
+		t.Fatal("b read a's output")
+	}
+
 	if os.Getenv("ERYX_TEST_LOG") != "" {
 		t.Logf("worker logs:\n%s", w.logs.String())
 	}
@@ -315,7 +345,7 @@ func TestPlatformUnderShippedPermissions(t *testing.T) {
 	}
 
 	// The CLI, as tenant A with its key.
-	code, stdout, stderr := submit(t, p.url("a"), "--tenant", "a", "-c", "print(6*7)")
+	code, stdout, stderr = submit(t, p.url("a"), "--tenant", "a", "-c", "print(6*7)")
 	if code != 0 || stdout != "42\n" {
 		t.Fatalf("eryx-submit as tenant a: exit %d stdout %q stderr %q", code, stdout, stderr)
 	}

@@ -29,9 +29,11 @@ type OutputFile struct {
 	Path   string `json:"path"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
-	// Object is its full name in the files bucket,
-	// "<tenant>/<job id>/<path>".
+	// Object is its name in the tenant's files bucket,
+	// "<job id>/<path>".
 	Object string `json:"object"`
+	// Bucket is that files bucket, <PREFIX>_FILES_<tenant>.
+	Bucket string `json:"bucket,omitempty"`
 	// ContentType is guessed from the extension (empty when unknown).
 	ContentType string `json:"content_type,omitempty"`
 	// Partial: the job did not finish ok (error, timeout, cancel), so the
@@ -39,14 +41,9 @@ type OutputFile struct {
 	Partial bool `json:"partial,omitempty"`
 }
 
-// FileObject is the name of tenant's file name in the files bucket,
-// "<tenant>/<name>". The tenant is always the job's (from its subject):
-// a job names objects relative to it and cannot reach another tenant's.
-func FileObject(tenant, name string) string { return tenant + "/" + name }
-
-// OutputObject is the object of a job's output file,
-// "<tenant>/<job id>/<path>".
-func OutputObject(tenant, id, p string) string { return tenant + "/" + id + "/" + p }
+// OutputObject is the object of a job's output file in its tenant's
+// files bucket, "<job id>/<path>".
+func OutputObject(id, p string) string { return id + "/" + p }
 
 // ContentAddressedName is the tenant-relative name under which clients
 // upload content once: "sha256-<hex>".

@@ -16,25 +16,25 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Files of the client's tenant in the files bucket (docs/files.md). Names
-// are tenant-relative: the client adds "<tenant>/", as the worker does
-// for a job's inputs.
+// Files of the client's tenant, in its own files bucket (docs/files.md).
+// The bucket is made by workers and eryx-admin, never by a client.
 
 // ErrNoSuchFile: the tenant has no file of that name.
 var ErrNoSuchFile = errors.New("jobs: no such file")
 
 // FileInfo describes a file of the tenant.
 type FileInfo struct {
-	Name        string // tenant-relative
+	Name        string // in the tenant's bucket
 	Size        uint64
 	Digest      string // the object store's, "SHA-256=<base64url>"
 	ContentType string
 }
 
 func (c *Client) filesStore(ctx context.Context) (jetstream.ObjectStore, error) {
-	store, err := c.js.ObjectStore(ctx, c.subjects.FilesBucket())
+	bucket := c.subjects.FilesBucket(c.tenant)
+	store, err := c.js.ObjectStore(ctx, bucket)
 	if err != nil {
-		return nil, fmt.Errorf("jobs: files bucket %s (is a worker running?): %w", c.subjects.FilesBucket(), err)
+		return nil, fmt.Errorf("jobs: files bucket %s (made by eryx-admin tenant add or the tenant's first job): %w", bucket, err)
 	}
 	return store, nil
 }
@@ -55,11 +55,11 @@ func (c *Client) PutFile(ctx context.Context, name string, r io.Reader) (*FileIn
 	if err != nil {
 		return nil, err
 	}
-	info, err := store.Put(ctx, jetstream.ObjectMeta{Name: FileObject(c.tenant, name)}, r)
+	info, err := store.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: storing file %s: %w", name, err)
 	}
-	return fileInfo(c.tenant, info), nil
+	return fileInfo(info), nil
 }
 
 // UploadFile stores a local file under its content address,
@@ -81,7 +81,7 @@ func (c *Client) UploadFile(ctx context.Context, local string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if info, err := store.GetInfo(ctx, FileObject(c.tenant, name)); err == nil &&
+	if info, err := store.GetInfo(ctx, name); err == nil &&
 		info.Digest == "SHA-256="+base64.URLEncoding.EncodeToString(sum) {
 		return name, nil
 	}
@@ -91,12 +91,12 @@ func (c *Client) UploadFile(ctx context.Context, local string) (string, error) {
 	// The object store checks nothing; the digest it computes while
 	// storing is compared with the name's, so a file that changed
 	// between the two reads is not stored under a wrong address.
-	info, err := store.Put(ctx, jetstream.ObjectMeta{Name: FileObject(c.tenant, name)}, f)
+	info, err := store.Put(ctx, jetstream.ObjectMeta{Name: name}, f)
 	if err != nil {
 		return "", fmt.Errorf("jobs: uploading %s: %w", local, err)
 	}
 	if info.Digest != "SHA-256="+base64.URLEncoding.EncodeToString(sum) {
-		_ = store.Delete(ctx, FileObject(c.tenant, name))
+		_ = store.Delete(ctx, name)
 		return "", fmt.Errorf("jobs: %s changed while it was uploaded", local)
 	}
 	return name, nil
@@ -112,7 +112,7 @@ func (c *Client) GetFile(ctx context.Context, name string, w io.Writer) (*FileIn
 	if err != nil {
 		return nil, err
 	}
-	res, err := store.Get(ctx, FileObject(c.tenant, name))
+	res, err := store.Get(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrNoSuchFile, name)
 	}
@@ -127,7 +127,7 @@ func (c *Client) GetFile(ctx context.Context, name string, w io.Writer) (*FileIn
 	if _, err := io.Copy(w, res); err != nil {
 		return nil, fmt.Errorf("jobs: reading file %s: %w", name, err)
 	}
-	return fileInfo(c.tenant, info), nil
+	return fileInfo(info), nil
 }
 
 // ListFiles lists the tenant's files (all names starting with prefix).
@@ -143,11 +143,10 @@ func (c *Client) ListFiles(ctx context.Context, prefix string) ([]FileInfo, erro
 	if err != nil {
 		return nil, err
 	}
-	own := c.tenant + "/"
 	var out []FileInfo
 	for _, info := range infos {
-		if strings.HasPrefix(info.Name, own+prefix) {
-			out = append(out, *fileInfo(c.tenant, info))
+		if strings.HasPrefix(info.Name, prefix) {
+			out = append(out, *fileInfo(info))
 		}
 	}
 	return out, nil
@@ -162,7 +161,7 @@ func (c *Client) DeleteFile(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	err = store.Delete(ctx, FileObject(c.tenant, name))
+	err = store.Delete(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fmt.Errorf("%w: %s", ErrNoSuchFile, name)
 	}
@@ -196,7 +195,7 @@ func (c *Client) DownloadOutputs(ctx context.Context, res *Result, dir string) (
 		if why := ValidFilePath(f.Path); why != "" || !filepath.IsLocal(filepath.FromSlash(f.Path)) {
 			return written, fmt.Errorf("jobs: output path %q is not local: %s", f.Path, why)
 		}
-		if f.Object != OutputObject(c.tenant, res.ID, f.Path) {
+		if f.Object != OutputObject(res.ID, f.Path) {
 			return written, fmt.Errorf("jobs: output %s names object %q, not one of job %s", f.Path, f.Object, res.ID)
 		}
 		if err := downloadOne(ctx, store, root, f); err != nil {
@@ -248,8 +247,8 @@ func checkDownload(f OutputFile, n int64, h hash.Hash) error {
 	return nil
 }
 
-func fileInfo(tenant string, info *jetstream.ObjectInfo) *FileInfo {
-	fi := &FileInfo{Name: strings.TrimPrefix(info.Name, tenant+"/"), Size: info.Size, Digest: info.Digest}
+func fileInfo(info *jetstream.ObjectInfo) *FileInfo {
+	fi := &FileInfo{Name: info.Name, Size: info.Size, Digest: info.Digest}
 	if info.Headers != nil {
 		fi.ContentType = info.Headers.Get("Content-Type")
 	}

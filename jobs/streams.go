@@ -69,7 +69,7 @@ type Topology struct {
 	ResultsMaxBytes int64
 	DLQMaxAge       time.Duration
 	Control         ControlLimits // bounds of the control stream
-	// FilesTTL and FilesMaxBytes bound the files bucket.
+	// FilesTTL and FilesMaxBytes bound each tenant's files bucket.
 	FilesTTL      time.Duration
 	FilesMaxBytes int64
 	// Storage of the streams; file unless a test asks for memory.
@@ -220,6 +220,19 @@ func (t Topology) EnsureStreams(ctx context.Context, js jetstream.JetStream) err
 	if err != nil {
 		return fmt.Errorf("jobs: bucket %s: %w", t.Subjects.DrainsBucket(), err)
 	}
+	return nil
+}
+
+// EnsureFilesBucket creates tenant's files bucket, or brings it to the
+// configured TTL and size, and returns it. Workers call it the first time
+// a job of the tenant needs files, and eryx-admin when it adds a tenant;
+// submitters may only use an existing bucket, so no tenant can make or
+// resize one.
+func (t Topology) EnsureFilesBucket(ctx context.Context, js jetstream.JetStream, tenant string) (jetstream.ObjectStore, error) {
+	if err := ValidTenant(tenant); err != nil {
+		return nil, err
+	}
+	t = t.withDefaults()
 	ttl, maxBytes := t.FilesTTL, t.FilesMaxBytes
 	if ttl <= 0 {
 		ttl = DefaultFilesTTL
@@ -227,18 +240,19 @@ func (t Topology) EnsureStreams(ctx context.Context, js jetstream.JetStream) err
 	if maxBytes <= 0 {
 		maxBytes = DefaultFilesBucketBytes
 	}
-	_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      t.Subjects.FilesBucket(),
-		Description: "eryx jobs' input and output files, <tenant>/<name>",
+	bucket := t.Subjects.FilesBucket(tenant)
+	store, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      bucket,
+		Description: "eryx jobs' input and output files of tenant " + tenant,
 		TTL:         ttl,
 		MaxBytes:    maxBytes,
 		Storage:     t.Storage,
 		Replicas:    t.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("jobs: object store %s: %w", t.Subjects.FilesBucket(), err)
+		return nil, fmt.Errorf("jobs: object store %s: %w", bucket, err)
 	}
-	return nil
+	return store, nil
 }
 
 // DefaultMigrateMax bounds the v1 jobs one MigrateV1Jobs call moves.

@@ -244,9 +244,11 @@ func (s Subjects) AllMaxDeliveriesAdvisories() string {
 // PackagesBucket is the object store of packages jobs import (ERYX_PACKAGES).
 func (s Subjects) PackagesBucket() string { return s.streamName("PACKAGES") }
 
-// FilesBucket is the object store of jobs' input and output files
-// (ERYX_FILES), objects named "<tenant>/...".
-func (s Subjects) FilesBucket() string { return s.streamName("FILES") }
+// FilesBucket is tenant's object store of jobs' input and output files
+// (ERYX_FILES_<tenant>). One bucket per tenant, because NATS permissions
+// can scope a bucket (its name is a subject token) but not the objects in
+// it (their subjects carry base64 names).
+func (s Subjects) FilesBucket(tenant string) string { return s.streamName("FILES_" + tenant) }
 
 // DrainsBucket is the KV bucket in which workers count, per stream
 // sequence of a queued job, the deliveries they handed back without

@@ -19,11 +19,13 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/eryx-dev/eryx/auth"
+	"github.com/eryx-dev/eryx/jobs"
 )
 
 const usage = `usage: eryx-admin <command> [flags]
 
-  tenant add NAME [--queues q1,q2] [quota flags]
+  tenant add NAME [--queues q1,q2] [quota flags] [--files-ttl D] [--files-max-mib N]
+                                      also creates the tenant's files bucket
   tenant set NAME [quota flags]       replace the tenant's quotas
   tenant rm NAME                      remove the tenant and its keys
   tenant ls
@@ -67,6 +69,8 @@ type opts struct {
 	json                             bool
 	quotas                           auth.Quotas
 	memory                           int64
+	filesTTL                         time.Duration
+	filesMiB                         int64
 }
 
 func (o *opts) register(fs *flag.FlagSet) {
@@ -89,6 +93,8 @@ func (o *opts) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.quotas.SubmissionsPerSecond, "submissions-per-second", 0, "quota: new jobs per second (0: default)")
 	fs.Int64Var(&o.memory, "memory-per-job", 0, "quota: memory one job may ask for, MiB (0: default)")
 	fs.IntVar(&o.quotas.ExecSecondsPerHour, "exec-seconds-per-hour", 0, "quota: execution seconds per hour (0: default)")
+	fs.DurationVar(&o.filesTTL, "files-ttl", jobs.DefaultFilesTTL, "tenant add: lifetime of the tenant's files (the workers' ERYX_FILES_TTL)")
+	fs.Int64Var(&o.filesMiB, "files-max-mib", jobs.DefaultFilesBucketBytes>>20, "tenant add: size of the tenant's files bucket, MiB (the workers' ERYX_FILES_BUCKET_MAX_BYTES)")
 }
 
 func split(s string) []string {
@@ -123,7 +129,7 @@ func parse(e env, name string, args []string) (*opts, []string, error) {
 	return o, pos, nil
 }
 
-func (o *opts) store(ctx context.Context) (*auth.Store, func(), error) {
+func (o *opts) store(ctx context.Context) (*auth.Store, jetstream.JetStream, func(), error) {
 	cred := nats.UserInfo(o.user, o.password)
 	inbox := auth.InboxPrefix(o.prefix, "auth", "")
 	if o.key != "" {
@@ -131,19 +137,19 @@ func (o *opts) store(ctx context.Context) (*auth.Store, func(), error) {
 	}
 	nc, err := nats.Connect(o.url, cred, nats.Name("eryx-admin"), nats.CustomInboxPrefix(inbox))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to %s: %w", o.url, err)
+		return nil, nil, nil, fmt.Errorf("connecting to %s: %w", o.url, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s, err := auth.OpenStore(ctx, js, o.prefix, true)
 	if err != nil {
 		nc.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return s, nc.Close, nil
+	return s, js, nc.Close, nil
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -191,12 +197,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, usage)
 		return 2
 	}
-	s, closeFn, err := o.store(ctx)
+	s, js, closeFn, err := o.store(ctx)
 	if err != nil {
 		return e.fail("%v", err)
 	}
 	defer closeFn()
-	return cmdStore(ctx, e, s, cmd, o, pos)
+	if cmd == "tenant add" && o.filesMiB < 1 {
+		return e.fail("--files-max-mib must be at least 1")
+	}
+	if code := cmdStore(ctx, e, s, cmd, o, pos); code != 0 || cmd != "tenant add" {
+		return code
+	}
+	// The tenant's files bucket, so that it can upload before its first
+	// job: a submitter cannot create it (docs/files.md).
+	top := jobs.Topology{Subjects: jobs.Subjects{Prefix: o.prefix}, FilesTTL: o.filesTTL, FilesMaxBytes: o.filesMiB << 20}
+	if _, err := top.EnsureFilesBucket(ctx, js, pos[0]); err != nil {
+		return e.fail("tenant %s added, but not its files bucket (a worker makes it at the tenant's first job): %v", pos[0], err)
+	}
+	fmt.Fprintf(e.stdout, "files bucket %s ready\n", top.Subjects.FilesBucket(pos[0]))
+	return 0
 }
 
 func cmdPermissions(e env, o *opts) int {

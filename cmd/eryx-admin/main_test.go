@@ -6,7 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/eryx-dev/eryx/internal/testenv"
+	"github.com/eryx-dev/eryx/jobs"
 )
 
 func admin(t *testing.T, args ...string) (string, string, int) {
@@ -63,6 +67,12 @@ func TestTenantsAndKeys(t *testing.T) {
 	if out, errs, code := admin(t, append([]string{"tenant", "add", "acme", "--max-running", "3"}, c...)...); code != 0 {
 		t.Fatalf("%s %s", out, errs)
 	}
+	// Its files bucket exists, sized by the operator, before any job.
+	checkFilesBucket(t, url, "ERYX_FILES_acme", jobs.DefaultFilesBucketBytes)
+	if out, errs, code := admin(t, append([]string{"tenant", "add", "small", "--files-max-mib", "2", "--files-ttl", "1h"}, c...)...); code != 0 || !strings.Contains(out, "files bucket ERYX_FILES_small ready") {
+		t.Fatalf("%s %s", out, errs)
+	}
+	checkFilesBucket(t, url, "ERYX_FILES_small", 2<<20)
 	if _, errs, code := admin(t, append([]string{"tenant", "add", "acme"}, c...)...); code == 0 || !strings.Contains(errs, "exists") {
 		t.Fatalf("duplicate tenant: %s", errs)
 	}
@@ -90,5 +100,22 @@ func TestTenantsAndKeys(t *testing.T) {
 	}
 	if _, _, code := admin(t, append([]string{"key", "issue", "--role", "submitter", "--tenant", "acme"}, c...)...); code == 0 {
 		t.Fatal("key for a removed tenant")
+	}
+}
+
+func checkFilesBucket(t *testing.T, url, bucket string, maxBytes int64) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(context.Background(), "OBJ_"+bucket)
+	if err != nil {
+		t.Fatalf("files bucket %s: %v", bucket, err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.MaxBytes != maxBytes {
+		t.Fatalf("%s holds %d bytes, want %d", bucket, cfg.MaxBytes, maxBytes)
 	}
 }

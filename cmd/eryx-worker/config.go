@@ -57,7 +57,7 @@ type Config struct {
 	SnapshotKeyFile string        `envconfig:"SNAPSHOT_KEY_FILE" desc:"file holding the snapshot key; neither set: one generated in ERYX_DATA_DIR"`
 	// Job files (docs/files.md).
 	FilesTTL         time.Duration `envconfig:"FILES_TTL" default:"24h" desc:"lifetime of an object in the files bucket (inputs and outputs)"`
-	FilesBucketBytes ByteSize      `envconfig:"FILES_BUCKET_MAX_BYTES" default:"1GiB" desc:"size of the files bucket; when full, uploads and output files are refused"`
+	FilesBucketBytes ByteSize      `envconfig:"FILES_BUCKET_MAX_BYTES" default:"1GiB" desc:"size of each tenant's files bucket; when full, its uploads and output files are refused"`
 	FileMaxBytes     ByteSize      `envconfig:"FILE_MAX_BYTES" default:"16MiB" desc:"largest input file of a job (too_large)"`
 	FilesMaxBytes    ByteSize      `envconfig:"FILES_MAX_BYTES" default:"32MiB" desc:"input files of a job together (too_large)"`
 	FilesMaxCount    int           `envconfig:"FILES_MAX_COUNT" default:"32" desc:"input files a job may name (too_large)"`

@@ -11,6 +11,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,6 +30,40 @@ const (
 	DefaultFilesStoreTimeout = 30 * time.Second
 )
 
+// maxOpenBuckets bounds the files buckets a worker keeps open; beyond it
+// the cache starts over (opening a bucket is one request).
+const maxOpenBuckets = 1024
+
+// filesBuckets are the tenants' files buckets. A tenant's is created (or
+// brought to the configured TTL and size) the first time this worker
+// needs it: submitters cannot create one (docs/security.md).
+type filesBuckets struct {
+	topo jobs.Topology
+	js   jetstream.JetStream
+	mu   sync.Mutex
+	open map[string]jetstream.ObjectStore
+}
+
+func (b *filesBuckets) get(ctx context.Context, tenant string) (jetstream.ObjectStore, error) {
+	b.mu.Lock()
+	store, ok := b.open[tenant]
+	b.mu.Unlock()
+	if ok {
+		return store, nil
+	}
+	store, err := b.topo.EnsureFilesBucket(ctx, b.js, tenant)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.open) >= maxOpenBuckets {
+		clear(b.open)
+	}
+	b.open[tenant] = store
+	return store, nil
+}
+
 // Limit names of the input caps, in rejection reasons and as bounds.
 const (
 	limitFileBytes  = "file_bytes"
@@ -45,8 +80,9 @@ func (w *Worker) inputFiles(ctx context.Context, d *delivery, files map[string]s
 	if len(files) == 0 {
 		return nil, nil
 	}
-	if w.files == nil {
-		return nil, reject(jobs.CodeUnsupported, "this worker has no files bucket")
+	store, err := w.files.get(ctx, d.tenant)
+	if err != nil {
+		return nil, fmt.Errorf("worker: files bucket of tenant %s: %w", d.tenant, err)
 	}
 	paths := make([]string, 0, len(files))
 	for p := range files {
@@ -60,10 +96,10 @@ func (w *Worker) inputFiles(ctx context.Context, d *delivery, files map[string]s
 		if err != nil {
 			return nil, err
 		}
-		obj := jobs.FileObject(d.tenant, ref.Name)
-		info, err := w.files.GetInfo(ctx, obj)
+		obj := ref.Name
+		info, err := store.GetInfo(ctx, obj)
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			return nil, reject(jobs.CodeFileNotFound, "input file %s: no object %q of tenant %s in %s", p, ref.Name, d.tenant, w.cfg.Subjects.FilesBucket())
+			return nil, reject(jobs.CodeFileNotFound, "input file %s: no object %q in %s", p, ref.Name, w.cfg.Subjects.FilesBucket(d.tenant))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("worker: looking up input file %s: %w", p, err)
@@ -85,7 +121,7 @@ func (w *Worker) inputFiles(ctx context.Context, d *delivery, files map[string]s
 			Path: strings.TrimPrefix(p, jobs.DataDir+"/"),
 			Size: int64(size), //nolint:gosec // below FileMaxBytes
 			Fetch: func(ctx context.Context) ([]byte, error) {
-				data, err := objread.ReadExpect(ctx, w.files, obj, size, digest)
+				data, err := objread.ReadExpect(ctx, store, obj, size, digest)
 				if err != nil && ctx.Err() == nil {
 					d.log.Warn("input file could not be read: the code gets EIO", "path", guest, "err", err)
 				}
@@ -97,19 +133,22 @@ func (w *Worker) inputFiles(ctx context.Context, d *delivery, files map[string]s
 }
 
 // storeOutputs stores the files a job left under /output as
-// "<tenant>/<job id>/<path>" and lists them for the result; partial flags
+// "<job id>/<path>" in its tenant's bucket and lists them for the result; partial flags
 // them when the job did not finish ok. Files that cannot be stored are
 // left out and explained in the returned error text.
 func (w *Worker) storeOutputs(ctx context.Context, d *delivery, files []sandbox.OutputFile, partial bool) ([]jobs.OutputFile, string) {
 	if len(files) == 0 {
 		return nil, ""
 	}
-	if w.files == nil {
-		return nil, "this worker has no files bucket: output files dropped"
-	}
 	// Stored even when the job was cancelled: its context may be over.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.FilesStoreTimeout)
 	defer cancel()
+	store, err := w.files.get(ctx, d.tenant)
+	if err != nil {
+		d.log.Warn("opening the files bucket", "err", err)
+		return nil, fmt.Sprintf("%d output file(s) not stored: %v", len(files), err)
+	}
+	bucket := w.cfg.Subjects.FilesBucket(d.tenant)
 	var out []jobs.OutputFile
 	var failed []string
 	for _, f := range files {
@@ -118,21 +157,21 @@ func (w *Worker) storeOutputs(ctx context.Context, d *delivery, files []sandbox.
 			continue
 		}
 		sum := sha256.Sum256(f.Data)
-		obj := jobs.OutputObject(d.tenant, d.id, f.Path)
+		obj := jobs.OutputObject(d.id, f.Path)
 		ct := contentType(f.Path)
 		meta := jetstream.ObjectMeta{
 			Name:     obj,
 			Headers:  nats.Header{"Content-Type": []string{ct}},
 			Metadata: map[string]string{"job": d.id, "sha256": hex.EncodeToString(sum[:])},
 		}
-		if _, err := w.files.Put(ctx, meta, bytes.NewReader(f.Data)); err != nil {
+		if _, err := store.Put(ctx, meta, bytes.NewReader(f.Data)); err != nil {
 			d.log.Warn("storing an output file", "path", f.Path, "err", err)
 			failed = append(failed, fmt.Sprintf("%q: %v", truncate(f.Path), err))
 			continue
 		}
 		out = append(out, jobs.OutputFile{
 			Path: f.Path, Size: int64(len(f.Data)), SHA256: hex.EncodeToString(sum[:]),
-			Object: obj, ContentType: ct, Partial: partial,
+			Object: obj, Bucket: bucket, ContentType: ct, Partial: partial,
 		})
 	}
 	if len(failed) == 0 {

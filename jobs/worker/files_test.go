@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eryx-dev/eryx/internal/testenv"
@@ -73,7 +74,7 @@ func TestFilesCSVInSummaryOut(t *testing.T) {
 	url := startServer(t)
 	nc := connect(t, url)
 	startWorker(t, nc, testConfig("w1"))
-	c := newClient(t, connect(t, url))
+	c := filesClient(t, connect(t, url), jobs.DefaultTenant)
 	name := upload(t, c, []byte(salesCSV))
 	if name != jobs.ContentAddressedName(sha([]byte(salesCSV))) {
 		t.Fatalf("uploaded as %q", name)
@@ -99,7 +100,7 @@ func TestFilesCSVInSummaryOut(t *testing.T) {
 	for _, f := range res.Files {
 		w, ok := want[f.Path]
 		if !ok || f.Size != int64(len(w.data)) || f.SHA256 != sha([]byte(w.data)) || f.ContentType != w.ct ||
-			f.Object != "default/"+res.ID+"/"+f.Path || f.Partial {
+			f.Object != res.ID+"/"+f.Path || f.Bucket != "ERYX_FILES_default" || f.Partial {
 			t.Errorf("listed %+v", f)
 		}
 	}
@@ -131,7 +132,7 @@ func TestFilesCSVInSummaryOut(t *testing.T) {
 func TestFilesSameInputsOnAnotherWorker(t *testing.T) {
 	url := startServer(t)
 	nc := connect(t, url)
-	c := newClient(t, connect(t, url))
+	c := filesClient(t, connect(t, url), jobs.DefaultTenant)
 	data := bytes.Repeat([]byte("0123456789abcdef"), 40_000) // 640,000 bytes, several chunks
 	var files map[string]string
 	code := "import hashlib\nprint(hashlib.sha256(open('/data/blob.bin','rb').read()).hexdigest())\nopen('/output/copy.bin','wb').write(open('/data/blob.bin','rb').read())"
@@ -173,7 +174,7 @@ func TestFilesInputCaps(t *testing.T) {
 	url := startServer(t)
 	nc := connect(t, url)
 	startWorker(t, nc, filesConfig("w1"))
-	c := newClient(t, connect(t, url))
+	c := filesClient(t, connect(t, url), jobs.DefaultTenant)
 	atCap := upload(t, c, bytes.Repeat([]byte("a"), 256<<10))
 	overCap := upload(t, c, bytes.Repeat([]byte("b"), 256<<10+1))
 	half := upload(t, c, bytes.Repeat([]byte("c"), 201<<10))
@@ -216,8 +217,8 @@ func TestFilesEscapingPathsRefused(t *testing.T) {
 	url := startServer(t)
 	nc := connect(t, url)
 	startWorker(t, nc, filesConfig("w1"))
-	alice := tenantClient(t, connect(t, url), "alice")
-	bob := tenantClient(t, connect(t, url), "bob")
+	alice := filesClient(t, connect(t, url), "alice")
+	bob := filesClient(t, connect(t, url), "bob")
 	if _, err := alice.PutFile(context.Background(), "secret.txt", strings.NewReader("alice's")); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +263,7 @@ func TestFilesOutputCaps(t *testing.T) {
 	cfg.OutputFilesBytes = 64 << 10
 	cfg.OutputFiles = 4
 	startWorker(t, nc, cfg)
-	c := newClient(t, connect(t, url))
+	c := filesClient(t, connect(t, url), jobs.DefaultTenant)
 	tests := []struct {
 		name, code, limit string
 		files             int
@@ -301,7 +302,7 @@ func TestFilesOutputOfFailedJobs(t *testing.T) {
 	url := startServer(t)
 	nc := connect(t, url)
 	startWorker(t, nc, testConfig("w1"))
-	c := newClient(t, connect(t, url))
+	c := filesClient(t, connect(t, url), jobs.DefaultTenant)
 	write := "f = open('/output/progress.txt', 'w'); f.write('step 1'); f.flush()\n"
 	tests := []struct {
 		name   string
@@ -358,12 +359,12 @@ func TestFilesForgedInfoBounded(t *testing.T) {
 	url := startServer(t)
 	nc := connect(t, url)
 	startWorker(t, nc, filesConfig("w1"))
-	c := newClient(t, connect(t, url))
+	c := filesClient(t, connect(t, url), jobs.DefaultTenant)
 	if _, err := c.PutFile(context.Background(), "liar.bin", bytes.NewReader(bytes.Repeat([]byte("z"), 1<<20))); err != nil {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
-	testenv.ForgeObjectSize(t, js, jobs.Subjects{}.FilesBucket(), "default/liar.bin", 10)
+	testenv.ForgeObjectSize(t, js, jobs.Subjects{}.FilesBucket(jobs.DefaultTenant), "liar.bin", 10)
 	res := runJob(t, c, &jobs.Job{Code: `import errno, os
 print(os.stat('/data/liar.bin').st_size)
 try:
@@ -382,7 +383,7 @@ func TestFilesDownloadRefusesForgedListing(t *testing.T) {
 	url := startServer(t)
 	nc := connect(t, url)
 	startWorker(t, nc, testConfig("w1"))
-	c := newClient(t, connect(t, url))
+	c := filesClient(t, connect(t, url), jobs.DefaultTenant)
 	res := runJob(t, c, &jobs.Job{Code: "open('/output/a.txt', 'w').write('a')"}, jobs.Handlers{})
 	if len(res.Files) != 1 {
 		t.Fatalf("%+v", res)
@@ -403,5 +404,67 @@ func TestFilesDownloadRefusesForgedListing(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "escape.txt")); err == nil {
 			t.Errorf("wrote outside the directory")
 		}
+	}
+}
+
+// filesClient is a client of tenant whose files bucket exists, as
+// eryx-admin tenant add leaves it: uploads come before the tenant's
+// first job.
+func filesClient(t *testing.T, nc *nats.Conn, tenant string) *jobs.Client {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (jobs.Topology{}).EnsureFilesBucket(context.Background(), js, tenant); err != nil {
+		t.Fatal(err)
+	}
+	return tenantClient(t, nc, tenant)
+}
+
+// A tenant's files bucket is made by the worker at the tenant's first
+// job with files, with the worker's size: a tenant that fills its own
+// bucket does not stop another's outputs.
+func TestFilesBucketPerTenant(t *testing.T) {
+	url := startServer(t)
+	nc := connect(t, url)
+	cfg := testConfig("w1")
+	cfg.Topology.FilesMaxBytes = 1 << 20
+	startWorker(t, nc, cfg)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	carol := tenantClient(t, connect(t, url), "carol")
+	dave := tenantClient(t, connect(t, url), "dave")
+	if _, err := js.ObjectStore(ctx, "ERYX_FILES_carol"); err == nil {
+		t.Fatal("carol's bucket exists before her first job")
+	}
+
+	res := runJob(t, carol, &jobs.Job{Code: `open('/output/big.bin', 'wb').write(b'c' * (1536 << 10))
+open('/output/small.txt', 'w').write('carol')`}, jobs.Handlers{})
+	if res.Status != jobs.StatusOK || !strings.Contains(res.FilesError, "big.bin") || len(res.Files) != 1 {
+		t.Fatalf("carol over her bucket: %s files=%+v error=%q", res.Status, res.Files, res.FilesError)
+	}
+	if f := res.Files[0]; f.Bucket != "ERYX_FILES_carol" || f.Object != res.ID+"/small.txt" {
+		t.Fatalf("carol's output: %+v", f)
+	}
+	st, err := js.Stream(ctx, "OBJ_ERYX_FILES_carol")
+	if err != nil || st.CachedInfo().Config.MaxBytes != 1<<20 {
+		t.Fatalf("carol's bucket: %v", err)
+	}
+	carolsOutput := res.ID + "/small.txt"
+	var buf bytes.Buffer
+	if _, err := carol.GetFile(ctx, carolsOutput, &buf); err != nil || buf.String() != "carol" {
+		t.Fatalf("carol reading her output: %q %v", buf.String(), err)
+	}
+
+	res = runJob(t, dave, &jobs.Job{Code: `open('/output/d.txt', 'w').write('dave')`}, jobs.Handlers{})
+	if res.Status != jobs.StatusOK || res.FilesError != "" || len(res.Files) != 1 || res.Files[0].Bucket != "ERYX_FILES_dave" {
+		t.Fatalf("dave next to carol's full bucket: %s %+v %q", res.Status, res.Files, res.FilesError)
+	}
+	// Dave's job naming carol's object looks in his own bucket.
+	res = runJob(t, dave, &jobs.Job{Code: "pass", Files: map[string]string{"data/x.txt": carolsOutput}}, jobs.Handlers{})
+	if res.Status != jobs.StatusRejected || res.Code != jobs.CodeFileNotFound ||
+		!strings.Contains(res.Reason, "ERYX_FILES_dave") {
+		t.Fatalf("dave naming carol's output: %s %s %s", res.Status, res.Code, res.Reason)
 	}
 }

@@ -270,8 +270,8 @@ type Worker struct {
 	results  jetstream.Stream
 	control  jetstream.Stream
 	packages jetstream.ObjectStore
-	files    jetstream.ObjectStore // jobs' input and output files
-	drainsKV jetstream.KeyValue    // handed-back deliveries (dlq.go)
+	files    *filesBuckets      // each tenant's files bucket, made on first use
+	drainsKV jetstream.KeyValue // handed-back deliveries (dlq.go)
 
 	// held are the stream sequences of the jobs this worker is handling:
 	// a second delivery of one of them is not run, nor acked.
@@ -333,7 +333,10 @@ func New(ctx context.Context, nc *nats.Conn, sandboxes Sandboxes, cfg Config) (*
 	if w.packages, err = js.ObjectStore(ctx, s.PackagesBucket()); err != nil {
 		return nil, err
 	}
-	if w.files, err = js.ObjectStore(ctx, s.FilesBucket()); err != nil {
+	w.files = &filesBuckets{topo: cfg.Topology, js: js, open: map[string]jetstream.ObjectStore{}}
+	// The default tenant's bucket now: a deployment without eryx-admin
+	// has no "tenant add" to make it, and clients cannot.
+	if _, err := w.files.get(ctx, jobs.DefaultTenant); err != nil {
 		return nil, err
 	}
 	if w.drainsKV, err = js.KeyValue(ctx, s.DrainsBucket()); err != nil {

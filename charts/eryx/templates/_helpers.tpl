@@ -276,6 +276,9 @@ charts_test.go checks.
 {{- range list "INFO" "MSG.NEXT" "DELETE" }}
 {{- $pub = append $pub (printf "$JS.API.CONSUMER.%s.%s.*" . $st) }}
 {{- end }}
+{{- range list "CREATE" "UPDATE" "INFO" }}
+{{- $pub = append $pub (printf "$JS.API.STREAM.%s.*" .) }}
+{{- end }}
 {{- $sub := list "$SYS.REQ.USER.AUTH" (printf "_INBOX.%s.auth.>" $p) }}
 permissions {
   publish {
