@@ -11,9 +11,11 @@ BIN           := bin
 
 # The CPython build is slow and changes rarely: cache it outside the tree,
 # keyed by the recipe, so a clean clone on the same machine reuses it.
-CPY_KEY   := $(shell cat runtime/build/build-cpython.sh runtime/build/patches/cpython-*.patch | sha256sum | cut -c1-16)
+# The pins (runtime/build/debian-pins) are part of the keys: a new Debian
+# version is a new build.
+CPY_KEY   := $(shell { cat runtime/build/build-cpython.sh runtime/build/debian-apt.sh runtime/build/patches/cpython-*.patch; grep '^source' runtime/build/debian-pins; } | sha256sum | cut -c1-16)
 CPY_DIR   := $(CACHE_DIR)/cpython-$(CPY_KEY)
-PYLIB_KEY := $(shell sha256sum runtime/build/fetch-pylibs.sh | cut -c1-16)
+PYLIB_KEY := $(shell { cat runtime/build/fetch-pylibs.sh runtime/build/debian-apt.sh; grep '^binary' runtime/build/debian-pins; } | sha256sum | cut -c1-16)
 PYLIB_DIR := $(CACHE_DIR)/pylibs-$(PYLIB_KEY)
 DIST      := runtime/assets/dist
 WASM      := $(DIST)/eryx.wasm
@@ -26,7 +28,7 @@ GUEST_PY  := $(wildcard runtime/guest/*.py)
 runtime: $(WASM) $(STDLIB)
 
 # flock: concurrent builds (two checkouts, parallel test runs) share the cache.
-$(CPY_DIR)/.done: runtime/build/build-cpython.sh $(wildcard runtime/build/patches/cpython-*.patch) | deps
+$(CPY_DIR)/.done: runtime/build/build-cpython.sh runtime/build/debian-apt.sh runtime/build/debian-pins $(wildcard runtime/build/patches/cpython-*.patch) | deps
 	@mkdir -p $(CACHE_DIR)
 	@flock $(CACHE_DIR)/.cpython.lock $(MAKE) --no-print-directory cpython-locked
 
@@ -44,7 +46,7 @@ $(WASM): $(CPY_DIR)/.done runtime/guest/eryx.c runtime/build/link.sh
 	@echo "==> linking $@"
 	runtime/build/link.sh $(CPY_DIR) $@
 
-$(PYLIB_DIR)/.done: runtime/build/fetch-pylibs.sh
+$(PYLIB_DIR)/.done: runtime/build/fetch-pylibs.sh runtime/build/debian-apt.sh runtime/build/debian-pins
 	@mkdir -p $(CACHE_DIR)
 	@flock $(CACHE_DIR)/.pylibs.lock sh -c '[ -f $@ ] || { \
 	  echo "==> fetching pure-Python libraries into $(PYLIB_DIR)" && rm -rf $(PYLIB_DIR).tmp && \

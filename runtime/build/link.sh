@@ -19,6 +19,6 @@ $CC -mexec-model=reactor -O2 -g0 \
   -Wl,--export=__stack_pointer -Wl,--strip-debug \
   -o "$TMP/out.wasm" "$TMP/eryx.o" \
   "$CPY/lib/libpython3.11.a" "$CPY/lib/libmpdec.a" "$CPY/lib/libexpat.a" "$CPY/lib/libz.a" \
-  "$CPY/lib/libsqlite3.a" \
+  "$CPY/lib/libsqlite3.a" "$CPY/lib/libbz2.a" "$CPY/lib/liblzma.a" \
   -lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lwasi-emulated-mman -lm
 mv "$TMP/out.wasm" "$OUT"
