@@ -42,7 +42,7 @@ cpython-locked:
 	  touch $(CPY_DIR)/.done; \
 	fi
 
-$(WASM): $(CPY_DIR)/.done runtime/guest/eryx.c runtime/build/link.sh
+$(WASM): $(CPY_DIR)/.done runtime/guest/eryx.c runtime/guest/sqlite_vfs.c runtime/build/link.sh
 	@echo "==> linking $@"
 	runtime/build/link.sh $(CPY_DIR) $@
 
@@ -55,7 +55,7 @@ $(PYLIB_DIR)/.done: runtime/build/fetch-pylibs.sh runtime/build/debian-apt.sh ru
 
 $(STDLIB): $(CPY_DIR)/.done $(PYLIB_DIR)/.done $(GUEST_PY) runtime/build/pack-stdlib.py
 	@echo "==> packing the stdlib into $@"
-	/usr/bin/python3.11 runtime/build/pack-stdlib.py $(CPY_DIR)/stdlib runtime/guest $@ $(PYLIB_DIR)/site
+	/usr/bin/python3.11 runtime/build/pack-stdlib.py $(CPY_DIR) $(PYLIB_DIR) runtime/guest $@
 
 ## build: the binaries, into ./bin
 build: runtime

@@ -31,6 +31,7 @@ import zipfile
 # test (runtime/sandbox/stdlib_test.go) keeps stdlib-absent.txt in step.
 EXCLUDE_DIRS = {
     "test": "CPython's own test suite (make test-stdlib mounts it instead)",
+    "tests": "",
     "idlelib": "needs tkinter",
     "tkinter": "needs Tk (_tkinter)",
     "turtledemo": "needs tkinter",
@@ -126,6 +127,7 @@ def main():
 
     sources = read_pairs(os.path.join(cpython, "sources.txt"))
     binaries = read_pairs(os.path.join(pylibs, "binaries.txt"))
+    replaced = [r for r in replaced if r not in modules or not os.path.isfile(os.path.join(guest, r))]
     info = {
         "python": sys.version.split()[0],
         "debian_sources": sources,
