@@ -51,6 +51,17 @@ import zlib  # noqa: F401
 
 import dill  # noqa: F401 - session snapshots; imported here to be in the image
 
+
+def _unextend_pickle():
+    # Importing dill copies its reducers into the pure-Python pickler
+    # (pickle._Pickler.dispatch), so pickles made by it or by its subclasses
+    # (joblib, cloudpickle-alikes) reference dill._dill and accept objects
+    # that CPython refuses. Snapshots call dill explicitly and need none of it.
+    dill.extend(False)
+
+
+_unextend_pickle()
+
 # Flags of eryx_exec; keep in sync with runtime/sandbox/sandbox.go.
 FLAG_SESSION = 1  # run in the persistent session namespace
 FLAG_SNAPSHOT = 2  # serialise the session namespace (reported via emit "snapshot")
@@ -139,6 +150,28 @@ class _EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
 
 
 asyncio.set_event_loop_policy(_EventLoopPolicy())
+
+
+def _make_default_policy():
+    # asyncio.set_event_loop_policy(None) (common in test teardown) goes back
+    # to asyncio.DefaultEventLoopPolicy, whose selector loop needs a
+    # socketpair() for its self-pipe, which a sandbox cannot have: make the
+    # sandbox's policy that default.
+    asyncio.DefaultEventLoopPolicy = _EventLoopPolicy
+    asyncio.unix_events.DefaultEventLoopPolicy = _EventLoopPolicy
+
+
+_make_default_policy()
+
+
+def _install_help():
+    # help() is put into builtins by the site module, which the sandbox does
+    # not run (no site-packages, no user paths); pydoc itself works.
+    import _sitebuiltins
+    builtins.help = _sitebuiltins._Helper()
+
+
+_install_help()
 
 
 def _run_coroutine(coro):
