@@ -174,6 +174,33 @@ def _install_help():
 _install_help()
 
 
+def _fix_utime_now():
+    # os.utime(path) / os.utime(path, None) means "now" (UTIME_NOW), which
+    # arrives in the host's file system as time 0 (seen with wazero 1.12 and
+    # Debian's wasi-libc): pass the current time explicitly instead.
+    import os
+    real = os.utime
+
+    def utime(path, times=None, *, ns=None, dir_fd=None, follow_symlinks=True):
+        if times is None and ns is None:
+            now = time.time_ns()
+            ns = (now, now)
+        if ns is not None:
+            return real(path, ns=ns, dir_fd=dir_fd, follow_symlinks=follow_symlinks) if times is None else \
+                real(path, times, ns=ns, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+        return real(path, times, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+
+    utime.__doc__ = real.__doc__
+    for group in (os.supports_fd, os.supports_dir_fd, os.supports_follow_symlinks, os.supports_effective_ids):
+        if real in group:
+            group.discard(real)
+            group.add(utime)
+    os.utime = utime
+
+
+_fix_utime_now()
+
+
 def _run_coroutine(coro):
     loop = EventLoop()
     asyncio.set_event_loop(loop)

@@ -32,7 +32,6 @@ type FS struct {
 type node struct {
 	ino      sys.Inode
 	dir      bool
-	mode     fs.FileMode // permission bits: kept for stat, not enforced (one user)
 	data     []byte
 	children map[string]*node
 	atime    int64
@@ -66,10 +65,9 @@ func (f *FS) Used() int64 {
 func (f *FS) newNode(dir bool) *node {
 	f.ino++
 	now := time.Now().UnixNano()
-	n := &node{ino: f.ino, dir: dir, mode: 0o644, atime: now, mtime: now, ctime: now}
+	n := &node{ino: f.ino, dir: dir, atime: now, mtime: now, ctime: now}
 	if dir {
 		n.children = map[string]*node{}
-		n.mode = 0o755
 	}
 	return n
 }
@@ -158,6 +156,8 @@ func (f *FS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) (expe
 		return nil, errno
 	case flag&experimentalsys.O_CREAT != 0 && flag&experimentalsys.O_EXCL != 0:
 		return nil, experimentalsys.EEXIST
+	case !n.dir && dirOnly(p) && flag&experimentalsys.O_CREAT != 0:
+		return nil, experimentalsys.EISDIR
 	case !n.dir && dirOnly(p):
 		return nil, experimentalsys.ENOTDIR
 	}
@@ -179,9 +179,9 @@ func (f *FS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) (expe
 }
 
 func stat(n *node) sys.Stat_t {
-	st := sys.Stat_t{Ino: n.ino, Nlink: 1, Mode: n.mode, Size: int64(len(n.data)), Atim: n.atime, Mtim: n.mtime, Ctim: n.ctime}
+	st := sys.Stat_t{Ino: n.ino, Nlink: 1, Mode: 0o644, Size: int64(len(n.data)), Atim: n.atime, Mtim: n.mtime, Ctim: n.ctime}
 	if n.dir {
-		st.Mode, st.Nlink, st.Size = fs.ModeDir|n.mode, 2, 0
+		st.Mode, st.Nlink, st.Size = fs.ModeDir|0o755, 2, 0
 	}
 	return st
 }
@@ -216,6 +216,9 @@ func (f *FS) Lstat(p string) (sys.Stat_t, experimentalsys.Errno) { return f.Stat
 func (f *FS) Mkdir(p string, _ fs.FileMode) experimentalsys.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, base := split(p); base == "" {
+		return experimentalsys.EEXIST // the mount point itself
+	}
 	d, base, errno := f.parent(p)
 	if errno != 0 {
 		return errno
@@ -239,6 +242,9 @@ func (f *FS) Unlink(p string) experimentalsys.Errno { return f.remove(p, false) 
 func (f *FS) remove(p string, dir bool) experimentalsys.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, base := split(p); base == "" && !dir {
+		return experimentalsys.EISDIR // unlink of the mount point (rmdir: EINVAL, as for ".")
+	}
 	d, base, errno := f.parent(p)
 	if errno != 0 {
 		return errno
@@ -334,18 +340,11 @@ func (n *node) utimens(atim, mtim int64) {
 	n.ctime = time.Now().UnixNano()
 }
 
-// Chmod implements sys.FS; the bits are kept for stat but not enforced
-// (the sandbox is one user, like root would see it).
-func (f *FS) Chmod(p string, mode fs.FileMode) experimentalsys.Errno {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n, errno := f.lookup(p)
-	if errno != 0 {
-		return errno
-	}
-	n.mode = mode.Perm()
-	n.ctime = time.Now().UnixNano()
-	return 0
+// Chmod implements sys.FS; permissions are not modelled (WASI's stat has
+// no permission bits to report them in).
+func (f *FS) Chmod(p string, _ fs.FileMode) experimentalsys.Errno {
+	_, errno := f.Stat(p)
+	return errno
 }
 
 // file is an open file or directory.
