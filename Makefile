@@ -57,6 +57,12 @@ $(STDLIB): $(CPY_DIR)/.done $(PYLIB_DIR)/.done $(GUEST_PY) runtime/build/pack-st
 	@echo "==> packing the stdlib into $@"
 	/usr/bin/python3.11 runtime/build/pack-stdlib.py $(CPY_DIR) $(PYLIB_DIR) runtime/guest $@
 
+## runtime-check-updates: warn when Debian serves newer versions of the
+## pinned sources and packages (runtime/build/debian-pins); never fails
+.PHONY: runtime-check-updates
+runtime-check-updates:
+	runtime/build/check-updates.sh
+
 ## build: the binaries, into ./bin
 build: runtime
 	$(GO) build -o $(BIN)/ ./cmd/...
