@@ -42,7 +42,7 @@ cpython-locked:
 	  touch $(CPY_DIR)/.done; \
 	fi
 
-$(WASM): $(CPY_DIR)/.done runtime/guest/eryx.c runtime/guest/sqlite_vfs.c runtime/build/link.sh
+$(WASM): $(CPY_DIR)/.done runtime/guest/eryx.c runtime/guest/sqlite_vfs.c runtime/guest/wasi_errno.c runtime/build/link.sh
 	@echo "==> linking $@"
 	runtime/build/link.sh $(CPY_DIR) $@
 
