@@ -63,14 +63,34 @@ $(STDLIB): $(CPY_DIR)/.done $(PYLIB_DIR)/.done $(GUEST_PY) runtime/build/pack-st
 runtime-check-updates:
 	runtime/build/check-updates.sh
 
+# CPython's regression tests (not in the image), for make test-stdlib and
+# the fast subset in make test.
+TS_KEY := $(shell { cat runtime/build/fetch-testsuite.sh runtime/build/debian-apt.sh; grep -E '^(test|binary) +libpython3.11' runtime/build/debian-pins; } | sha256sum | cut -c1-16)
+TS_DIR := $(CACHE_DIR)/testsuite-$(TS_KEY)
+
+$(TS_DIR)/.done: runtime/build/fetch-testsuite.sh runtime/build/debian-apt.sh runtime/build/debian-pins
+	@mkdir -p $(CACHE_DIR)
+	@flock $(CACHE_DIR)/.testsuite.lock sh -c '[ -f $@ ] || { \
+	  echo "==> fetching the CPython test suite into $(TS_DIR)" && rm -rf $(TS_DIR).tmp && \
+	  runtime/build/fetch-testsuite.sh $(TS_DIR).tmp && rm -rf $(TS_DIR) && \
+	  mv $(TS_DIR).tmp $(TS_DIR) && touch $@; }'
+
+.PHONY: testsuite test-stdlib
+testsuite: $(TS_DIR)/.done
+
+## test-stdlib: CPython's regression tests in sandboxes and natively, same
+## run; per-module table and the share of natively passing tests that pass
+test-stdlib: runtime testsuite
+	ERYX_STDLIB_TESTSUITE=$(TS_DIR) ERYX_STDLIB_TESTS=all $(GO) test -count=1 -timeout 120m -run '^TestCPythonRegressionTests$$' -v ./runtime/stdlibtest/
+
 ## build: the binaries, into ./bin
 build: runtime
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 ## test: everything CI checks
-test: runtime
+test: runtime testsuite
 	$(GO) vet -stdmethods=false ./...
-	$(GO) test $(GOTESTFLAGS) ./...
+	ERYX_STDLIB_TESTSUITE=$(TS_DIR) $(GO) test $(GOTESTFLAGS) ./...
 
 test-race: runtime
 	$(GO) test -race $(GOTESTFLAGS) ./...

@@ -11,7 +11,7 @@ trap 'rm -rf "$WORK"' EXIT
 debian_apt_init "$WORK" 2>"$WORK/update.log" || { cat "$WORK/update.log" >&2; echo "check-updates: cannot read Debian's archive" >&2; exit 2; }
 newer=0
 while read -r kind name version _; do
-  case $kind in source|binary) ;; *) continue ;; esac
+  case $kind in source|binary|test) ;; *) continue ;; esac
   if [ "$kind" = source ]; then
     versions=$(apt-cache "${APT[@]}" showsrc "$name" 2>/dev/null | awk '/^Package:/ { p = $2 } /^Version:/ && p == "'"$name"'" { print $2 }')
   else
