@@ -45,7 +45,7 @@ func RuntimeInfo() (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("assets: %s has no %s (built by an older pack-stdlib.py?): %w", stdlibFile, infoEntry, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	data, err := io.ReadAll(f)
 	if err != nil {
 		return Info{}, fmt.Errorf("assets: reading %s: %w", infoEntry, err)

@@ -153,7 +153,7 @@ type readOnlyFS struct {
 }
 
 func (r readOnlyFS) exists(p string) experimentalsys.Errno {
-	_, errno := r.FS.Stat(p)
+	_, errno := r.Stat(p)
 	return errno
 }
 
@@ -163,7 +163,7 @@ func (r readOnlyFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileM
 	if !writes {
 		return r.FS.OpenFile(p, flag, perm)
 	}
-	st, errno := r.FS.Stat(p)
+	st, errno := r.Stat(p)
 	switch {
 	case errno == experimentalsys.ENOENT && flag&experimentalsys.O_CREAT != 0:
 		return nil, experimentalsys.EROFS

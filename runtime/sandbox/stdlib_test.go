@@ -24,7 +24,7 @@ func readAbsent(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	absent := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

@@ -86,7 +86,7 @@ func known(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	out := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -120,7 +120,7 @@ func TestCPythonRegressionTests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer eng.Close(ctx)
+	defer func() { _ = eng.Close(ctx) }()
 	pkg, err := sandbox.PackageFromFS("cpython_tests", os.DirFS(suite))
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func runNative(t *testing.T, runner, suite, module string) outcome {
 		t.Error(err)
 		return outcome{Module: module}
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	resFile := filepath.Join(dir, "result.json")
 	work := filepath.Join(dir, "work")
 	if err := os.Mkdir(work, 0o755); err != nil {
