@@ -118,8 +118,9 @@ log "sqlite3 for wasm32-wasi"
   "$WORK/src-$SQLPKG/tree/configure" --disable-tcl >/dev/null 2>&1
   make -s sqlite3.c >/dev/null 2>&1
   # WASI lacks a few POSIX calls the unix VFS names; the sandbox is a single
-  # process, so ownership, permissions and locks have no meaning there (the
-  # runtime makes the lock-free "unix-none" VFS the default).
+  # process, so ownership and permissions have no meaning there, and locks
+  # are kept between its own connections (runtime/guest/sqlite_vfs.c wraps
+  # the lock-free "unix-none" VFS).
   cat > wasi-shim.h <<'SHIM'
 #include <sys/types.h>
 #include <fcntl.h>
