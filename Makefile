@@ -11,9 +11,11 @@ BIN           := bin
 
 # The CPython build is slow and changes rarely: cache it outside the tree,
 # keyed by the recipe, so a clean clone on the same machine reuses it.
-CPY_KEY   := $(shell cat runtime/build/build-cpython.sh runtime/build/patches/cpython-*.patch | sha256sum | cut -c1-16)
+# The pins (runtime/build/debian-pins) are part of the keys: a new Debian
+# version is a new build.
+CPY_KEY   := $(shell { cat runtime/build/build-cpython.sh runtime/build/debian-apt.sh runtime/build/patches/cpython-*.patch; grep '^source' runtime/build/debian-pins; } | sha256sum | cut -c1-16)
 CPY_DIR   := $(CACHE_DIR)/cpython-$(CPY_KEY)
-PYLIB_KEY := $(shell sha256sum runtime/build/fetch-pylibs.sh | cut -c1-16)
+PYLIB_KEY := $(shell { cat runtime/build/fetch-pylibs.sh runtime/build/debian-apt.sh; grep '^binary' runtime/build/debian-pins; } | sha256sum | cut -c1-16)
 PYLIB_DIR := $(CACHE_DIR)/pylibs-$(PYLIB_KEY)
 DIST      := runtime/assets/dist
 WASM      := $(DIST)/eryx.wasm
@@ -26,7 +28,7 @@ GUEST_PY  := $(wildcard runtime/guest/*.py)
 runtime: $(WASM) $(STDLIB)
 
 # flock: concurrent builds (two checkouts, parallel test runs) share the cache.
-$(CPY_DIR)/.done: runtime/build/build-cpython.sh $(wildcard runtime/build/patches/cpython-*.patch) | deps
+$(CPY_DIR)/.done: runtime/build/build-cpython.sh runtime/build/debian-apt.sh runtime/build/debian-pins $(wildcard runtime/build/patches/cpython-*.patch) | deps
 	@mkdir -p $(CACHE_DIR)
 	@flock $(CACHE_DIR)/.cpython.lock $(MAKE) --no-print-directory cpython-locked
 
@@ -40,11 +42,11 @@ cpython-locked:
 	  touch $(CPY_DIR)/.done; \
 	fi
 
-$(WASM): $(CPY_DIR)/.done runtime/guest/eryx.c runtime/build/link.sh
+$(WASM): $(CPY_DIR)/.done runtime/guest/eryx.c runtime/guest/sqlite_vfs.c runtime/guest/wasi_errno.c runtime/build/link.sh
 	@echo "==> linking $@"
 	runtime/build/link.sh $(CPY_DIR) $@
 
-$(PYLIB_DIR)/.done: runtime/build/fetch-pylibs.sh
+$(PYLIB_DIR)/.done: runtime/build/fetch-pylibs.sh runtime/build/debian-apt.sh runtime/build/debian-pins
 	@mkdir -p $(CACHE_DIR)
 	@flock $(CACHE_DIR)/.pylibs.lock sh -c '[ -f $@ ] || { \
 	  echo "==> fetching pure-Python libraries into $(PYLIB_DIR)" && rm -rf $(PYLIB_DIR).tmp && \
@@ -53,16 +55,42 @@ $(PYLIB_DIR)/.done: runtime/build/fetch-pylibs.sh
 
 $(STDLIB): $(CPY_DIR)/.done $(PYLIB_DIR)/.done $(GUEST_PY) runtime/build/pack-stdlib.py
 	@echo "==> packing the stdlib into $@"
-	/usr/bin/python3.11 runtime/build/pack-stdlib.py $(CPY_DIR)/stdlib runtime/guest $@ $(PYLIB_DIR)/site
+	/usr/bin/python3.11 runtime/build/pack-stdlib.py $(CPY_DIR) $(PYLIB_DIR) runtime/guest $@
+
+## runtime-check-updates: warn when Debian serves newer versions of the
+## pinned sources and packages (runtime/build/debian-pins); never fails
+.PHONY: runtime-check-updates
+runtime-check-updates:
+	runtime/build/check-updates.sh
+
+# CPython's regression tests (not in the image), for make test-stdlib and
+# the fast subset in make test.
+TS_KEY := $(shell { cat runtime/build/fetch-testsuite.sh runtime/build/debian-apt.sh; grep -E '^(test|binary) +libpython3.11' runtime/build/debian-pins; } | sha256sum | cut -c1-16)
+TS_DIR := $(CACHE_DIR)/testsuite-$(TS_KEY)
+
+$(TS_DIR)/.done: runtime/build/fetch-testsuite.sh runtime/build/debian-apt.sh runtime/build/debian-pins
+	@mkdir -p $(CACHE_DIR)
+	@flock $(CACHE_DIR)/.testsuite.lock sh -c '[ -f $@ ] || { \
+	  echo "==> fetching the CPython test suite into $(TS_DIR)" && rm -rf $(TS_DIR).tmp && \
+	  runtime/build/fetch-testsuite.sh $(TS_DIR).tmp && rm -rf $(TS_DIR) && \
+	  mv $(TS_DIR).tmp $(TS_DIR) && touch $@; }'
+
+.PHONY: testsuite test-stdlib
+testsuite: $(TS_DIR)/.done
+
+## test-stdlib: CPython's regression tests in sandboxes and natively, same
+## run; per-module table and the share of natively passing tests that pass
+test-stdlib: runtime testsuite
+	ERYX_STDLIB_TESTSUITE=$(TS_DIR) ERYX_STDLIB_TESTS=all $(GO) test -count=1 -timeout 120m -run '^TestCPythonRegressionTests$$' -v ./runtime/stdlibtest/
 
 ## build: the binaries, into ./bin
 build: runtime
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 ## test: everything CI checks
-test: runtime
+test: runtime testsuite
 	$(GO) vet -stdmethods=false ./...
-	$(GO) test $(GOTESTFLAGS) ./...
+	ERYX_STDLIB_TESTSUITE=$(TS_DIR) $(GO) test $(GOTESTFLAGS) ./...
 
 test-race: runtime
 	$(GO) test -race $(GOTESTFLAGS) ./...

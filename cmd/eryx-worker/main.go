@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -32,6 +34,7 @@ import (
 	"github.com/eryx-dev/eryx/jobs/worker"
 	"github.com/eryx-dev/eryx/kvstate"
 	"github.com/eryx-dev/eryx/netgate"
+	"github.com/eryx-dev/eryx/runtime/assets"
 	"github.com/eryx-dev/eryx/runtime/pool"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 	"github.com/eryx-dev/eryx/telemetry"
@@ -52,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case "-h", "-help", "--help", "help":
 			usage(stdout)
 			return 0
+		case "-version", "--version", "version":
+			return printVersion(stdout, stderr)
 		default:
 			fmt.Fprintf(stderr, "eryx-worker: unexpected argument %q (configuration is by environment; see --help)\n", a)
 			return 2
@@ -87,6 +92,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `eryx-worker runs eryx jobs from NATS JetStream in WebAssembly sandboxes.
 
 Usage: eryx-worker        (configured by the environment)
+       eryx-worker --version  (what the embedded runtime was built from)
 
 SIGTERM or Ctrl-C drains: no new jobs, running jobs finish (or go back to the
 queue after ERYX_DRAIN_TIMEOUT). See docs/protocol.md for the subjects.
@@ -95,6 +101,37 @@ queue after ERYX_DRAIN_TIMEOUT). See docs/protocol.md for the subjects.
 	tw := tabwriter.NewWriter(w, 1, 0, 4, ' ', 0)
 	_ = envconfig.Usagef(envPrefix, &Config{}, tw, envconfig.DefaultTableFormat)
 	_ = tw.Flush()
+}
+
+// printVersion prints what the embedded runtime was built from: the exact
+// Debian versions, so that an operator can compare them with the security
+// tracker without running a job.
+func printVersion(stdout, stderr io.Writer) int {
+	info, err := assets.RuntimeInfo()
+	if err != nil {
+		fmt.Fprintln(stderr, "eryx-worker:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "eryx-worker: CPython %s (wasm32-wasi)\n", info.Python)
+	tw := tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
+	for _, group := range []struct {
+		kind string
+		pkgs map[string]string
+	}{{"source", info.DebianSources}, {"package", info.DebianPackages}} {
+		names := make([]string, 0, len(group.pkgs))
+		for n := range group.pkgs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(tw, "debian %s\t%s\t%s\n", group.kind, n, group.pkgs[n])
+		}
+	}
+	_ = tw.Flush()
+	if len(info.SecurityFiles) > 0 {
+		fmt.Fprintf(stdout, "stdlib files from the security update: %s\n", strings.Join(info.SecurityFiles, " "))
+	}
+	return 0
 }
 
 func newLogger(w io.Writer, cfg Config) *slog.Logger {

@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# Builds CPython 3.11 (Debian's source package) and zlib as static wasm32-wasi
-# libraries with Debian's clang-16 and wasi-libc.
+# Builds CPython 3.11 (Debian's source package) and the C libraries its
+# modules need (zlib, sqlite3, bzip2, xz-utils' liblzma) as static wasm32-wasi
+# libraries with Debian's clang-16 and wasi-libc. Every source is fetched at
+# the exact version pinned in runtime/build/debian-pins.
 #
-# Output in OUTDIR: lib/{libpython3.11.a,libmpdec.a,libexpat.a,libz.a,libsqlite3.a},
+# Output in OUTDIR: lib/{libpython3.11.a,libmpdec.a,libexpat.a,libz.a,libsqlite3.a,libbz2.a,liblzma.a},
 # include/python3.11 (headers + pyconfig.h), stdlib/ (Lib/ + _sysconfigdata).
 #
-# About two minutes on 2 cores; the Makefile caches OUTDIR keyed by the hash of
-# this script, so it only runs again when the recipe changes.
+# A few minutes on 2 cores; the Makefile caches OUTDIR keyed by the hash of
+# this script, the patches and the source pins, so it only runs again when the
+# recipe changes.
 set -euo pipefail
 
 OUT=${1:?usage: build-cpython.sh OUTDIR}
 PATCHES=$(cd "$(dirname "$0")/patches" && pwd)
 WORK=${ERYX_BUILD_WORK:-$(mktemp -d)}
 JOBS=${JOBS:-$(nproc)}
-SUITE=${ERYX_DEBIAN_SUITE:-bookworm}
+# shellcheck source=debian-apt.sh
+. "$(dirname "$0")/debian-apt.sh"
 PYPKG=python3.11
 ZPKG=zlib
 SQLPKG=sqlite3
+BZPKG=bzip2
+XZPKG=xz-utils
 
 log() { printf '\033[1m==> %s\033[0m (%s)\n' "$*" "$(date +%H:%M:%S)" >&2; }
 
@@ -33,25 +39,24 @@ done
 mkdir -p "$WORK" "$OUT"
 cd "$WORK"
 
-# A private apt configuration: source packages without touching the system's lists.
-APT="-o Dir::Etc::sourcelist=$WORK/apt/sources.list -o Dir::Etc::sourceparts=/dev/null
-     -o Dir::State::Lists=$WORK/apt/lists -o Dir::Cache=$WORK/apt/cache -o APT::Sandbox::User=root"
+APT_READY=""
 fetch() {
-  if [ ! -d "$WORK/apt/lists" ]; then
-    mkdir -p apt/lists/partial apt/cache/archives/partial
-    echo "deb-src http://deb.debian.org/debian $SUITE main" > apt/sources.list
-    log "apt-get update (deb-src $SUITE)"
-    # shellcheck disable=SC2086
-    apt-get $APT update -q >&2
+  local version
+  version=$(pin "$1")
+  if [ -z "$APT_READY" ]; then
+    log "apt-get update (bookworm, bookworm-updates, bookworm-security)"
+    debian_apt_init "$WORK"
+    APT_READY=1
   fi
-  log "apt-get source $1"
-  mkdir -p "src-$1" && (cd "src-$1" && apt-get $APT source -q --download-only "$1" >&2 &&
-    dpkg-source -x ./*.dsc tree >/dev/null)
+  log "apt-get source $1=$version"
+  rm -rf "src-$1" && mkdir -p "src-$1" &&
+    (cd "src-$1" && apt-get "${APT[@]}" source -q --download-only "$1=$version" >&2 &&
+      dpkg-source -x ./*.dsc tree >/dev/null)
 }
 
-[ -d src-$ZPKG/tree ] || fetch $ZPKG
-[ -d src-$SQLPKG/tree ] || fetch $SQLPKG
-[ -d src-$PYPKG/tree ] || fetch $PYPKG
+for p in $ZPKG $SQLPKG $BZPKG $XZPKG $PYPKG; do
+  [ -d "src-$p/tree" ] || fetch "$p"
+done
 
 # Our fixes to CPython, one patch a fix (runtime/build/patches/cpython-*.patch,
 # applied in name order; the Makefile's cache key covers them).
@@ -75,6 +80,35 @@ log "zlib for wasm32-wasi"
   cp libz.a "$SYSROOT/lib/" && cp zlib.h zconf.h "$SYSROOT/include/"
 )
 
+log "bzip2 for wasm32-wasi"
+(
+  cd src-$BZPKG/tree
+  make -s libbz2.a CC="$CC_WASM" AR=$AR_WASM RANLIB=$RANLIB_WASM CFLAGS="-O2 -D_FILE_OFFSET_BITS=64" >/dev/null 2>&1
+  cp libbz2.a "$SYSROOT/lib/" && cp bzlib.h "$SYSROOT/include/"
+)
+
+log "liblzma for wasm32-wasi"
+(
+  mkdir -p "$WORK/build-xz" && cd "$WORK/build-xz"
+  # liblzma itself needs no signals, but a shared header declares a
+  # sigprocmask() helper for the command-line tools (not built here).
+  cat > wasi-shim.h <<'SHIM'
+#define _WASI_EMULATED_SIGNAL 1
+#include <signal.h>
+typedef unsigned long sigset_t;
+static inline int sigprocmask(int how, const sigset_t *set, sigset_t *old) { (void)how; (void)set; (void)old; return 0; }
+SHIM
+  CC="$CC_WASM" AR=$AR_WASM RANLIB=$RANLIB_WASM CFLAGS="-O2" \
+    "$WORK/src-$XZPKG/tree/configure" -q --host=wasm32-unknown-wasi --build=x86_64-pc-linux-gnu \
+    --prefix="$WORK/xz-install" --disable-shared --enable-static --disable-threads --disable-nls \
+    --disable-xz --disable-xzdec --disable-lzmadec --disable-lzmainfo --disable-lzma-links \
+    --disable-scripts --disable-doc >/dev/null 2>&1
+  make -s -C src/liblzma -j"$JOBS" CFLAGS="-O2 -include $PWD/wasi-shim.h" >/dev/null 2>&1
+  make -s -C src/liblzma install >/dev/null 2>&1
+  cp "$WORK/xz-install/lib/liblzma.a" "$SYSROOT/lib/"
+  cp -r "$WORK/xz-install/include/." "$SYSROOT/include/"
+)
+
 # pymalloc: configure turns it off for WASI, but it works there (arenas come
 # from malloc) and allocation-heavy Python runs ~1.5-2x faster with it.
 log "sqlite3 for wasm32-wasi"
@@ -84,8 +118,9 @@ log "sqlite3 for wasm32-wasi"
   "$WORK/src-$SQLPKG/tree/configure" --disable-tcl >/dev/null 2>&1
   make -s sqlite3.c >/dev/null 2>&1
   # WASI lacks a few POSIX calls the unix VFS names; the sandbox is a single
-  # process, so ownership, permissions and locks have no meaning there (the
-  # runtime makes the lock-free "unix-none" VFS the default).
+  # process, so ownership and permissions have no meaning there, and locks
+  # are kept between its own connections (runtime/guest/sqlite_vfs.c wraps
+  # the lock-free "unix-none" VFS).
   cat > wasi-shim.h <<'SHIM'
 #include <sys/types.h>
 #include <fcntl.h>
@@ -114,6 +149,8 @@ PYSRC=$WORK/src-$PYPKG/tree
 mkdir -p "$WORK/build-py" && cd "$WORK/build-py"
 export PKG_CONFIG_PATH="" PKG_CONFIG_LIBDIR="$SYSROOT/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR=/nonexistent
 export ZLIB_CFLAGS="-I$SYSROOT/include" ZLIB_LIBS="-L$SYSROOT/lib -lz"
+export BZIP2_CFLAGS="-I$SYSROOT/include" BZIP2_LIBS="-L$SYSROOT/lib -lbz2"
+export LIBLZMA_CFLAGS="-I$SYSROOT/include" LIBLZMA_LIBS="-L$SYSROOT/lib -llzma"
 export LIBSQLITE3_CFLAGS="-I$SYSROOT/include" LIBSQLITE3_LIBS="-L$SYSROOT/lib -lsqlite3 -lwasi-emulated-mman -lwasi-emulated-getpid"
 CONFIG_SITE=$PYSRC/Tools/wasm/config.site-wasm32-wasi \
   CC="$CC_WASM" CPP="clang-cpp-16 --target=wasm32-wasi" AR=$AR_WASM RANLIB=$RANLIB_WASM \
@@ -122,7 +159,7 @@ CONFIG_SITE=$PYSRC/Tools/wasm/config.site-wasm32-wasi \
     --host=wasm32-unknown-wasi --build=x86_64-pc-linux-gnu \
     --with-build-python=/usr/bin/python3.11 \
     --disable-test-modules --without-ensurepip --with-pymalloc \
-    ac_cv_header_bzlib_h=no ac_cv_header_lzma_h=no ac_cv_header_uuid_uuid_h=no ac_cv_header_uuid_h=no \
+    ac_cv_header_uuid_uuid_h=no ac_cv_header_uuid_h=no \
     >&2
 
 log "CPython make (about a minute)"
@@ -138,4 +175,7 @@ cp pyconfig.h "$OUT/include/python3.11/"
 rm -rf "$OUT/stdlib" && mkdir -p "$OUT/stdlib"
 cp -r "$PYSRC"/Lib/. "$OUT/stdlib/"
 cp build/lib.wasi-wasm32-3.11/_sysconfigdata*.py "$OUT/stdlib/"
+# Which C modules the build has, for the stdlib import test and runtime_info().
+grep -E '^(MODBUILT_NAMES|MODDISABLED_NAMES|MODMISSING_NAMES|MODSHARED_NAMES)=' Makefile > "$OUT/modules.txt" || true
+for p in $ZPKG $SQLPKG $BZPKG $XZPKG $PYPKG; do echo "$p $(pin "$p")"; done > "$OUT/sources.txt"
 log "done: $OUT"

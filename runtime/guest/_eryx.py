@@ -51,6 +51,17 @@ import zlib  # noqa: F401
 
 import dill  # noqa: F401 - session snapshots; imported here to be in the image
 
+
+def _unextend_pickle():
+    # Importing dill copies its reducers into the pure-Python pickler
+    # (pickle._Pickler.dispatch), so pickles made by it or by its subclasses
+    # (joblib, cloudpickle-alikes) reference dill._dill and accept objects
+    # that CPython refuses. Snapshots call dill explicitly and need none of it.
+    dill.extend(False)
+
+
+_unextend_pickle()
+
 # Flags of eryx_exec; keep in sync with runtime/sandbox/sandbox.go.
 FLAG_SESSION = 1  # run in the persistent session namespace
 FLAG_SNAPSHOT = 2  # serialise the session namespace (reported via emit "snapshot")
@@ -139,6 +150,55 @@ class _EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
 
 
 asyncio.set_event_loop_policy(_EventLoopPolicy())
+
+
+def _make_default_policy():
+    # asyncio.set_event_loop_policy(None) (common in test teardown) goes back
+    # to asyncio.DefaultEventLoopPolicy, whose selector loop needs a
+    # socketpair() for its self-pipe, which a sandbox cannot have: make the
+    # sandbox's policy that default.
+    asyncio.DefaultEventLoopPolicy = _EventLoopPolicy
+    asyncio.unix_events.DefaultEventLoopPolicy = _EventLoopPolicy
+
+
+_make_default_policy()
+
+
+def _install_help():
+    # help() is put into builtins by the site module, which the sandbox does
+    # not run (no site-packages, no user paths); pydoc itself works.
+    import _sitebuiltins
+    builtins.help = _sitebuiltins._Helper()
+
+
+_install_help()
+
+
+def _fix_utime_now():
+    # os.utime(path) / os.utime(path, None) means "now" (UTIME_NOW), which
+    # arrives in the host's file system as time 0 (seen with wazero 1.12 and
+    # Debian's wasi-libc): pass the current time explicitly instead.
+    import os
+    real = os.utime
+
+    def utime(path, times=None, *, ns=None, dir_fd=None, follow_symlinks=True):
+        if times is None and ns is None:
+            now = time.time_ns()
+            ns = (now, now)
+        if ns is not None:
+            return real(path, ns=ns, dir_fd=dir_fd, follow_symlinks=follow_symlinks) if times is None else \
+                real(path, times, ns=ns, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+        return real(path, times, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+
+    utime.__doc__ = real.__doc__
+    for group in (os.supports_fd, os.supports_dir_fd, os.supports_follow_symlinks, os.supports_effective_ids):
+        if real in group:
+            group.discard(real)
+            group.add(utime)
+    os.utime = utime
+
+
+_fix_utime_now()
 
 
 def _run_coroutine(coro):

@@ -722,8 +722,15 @@ def getfqdn(name=""):
     return name if name and name not in ("0.0.0.0", "::") else "localhost.localdomain"
 
 
+def socketpair(family=None, type=None, proto=0):
+    """A sandbox has no local sockets to pair: an OSError whose class and
+    errno agree (socket.py's fallback raised ValueError, or went to the
+    network gateway and came back as a policy refusal)."""
+    raise OSError(errno.EOPNOTSUPP, "eryx: socketpair() needs local sockets, which a sandbox does not have")
+
+
 _PATCHED = {
-    "socket": socket, "create_connection": create_connection, "getaddrinfo": getaddrinfo,
+    "socket": socket, "create_connection": create_connection, "getaddrinfo": getaddrinfo, "socketpair": socketpair,
     "gethostbyname": gethostbyname, "gethostbyname_ex": gethostbyname_ex, "gethostbyaddr": gethostbyaddr,
     "gethostname": gethostname, "getfqdn": getfqdn, "inet_pton": inet_pton, "inet_ntop": inet_ntop,
 }

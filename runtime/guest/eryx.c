@@ -39,6 +39,8 @@ ERYX_IMPORT("wait") int32_t eryx_host_wait(int64_t timeout_ns);
 
 static PyObject *g_run;  // _eryx.run, resolved once at init
 
+void eryx_sqlite_vfs_register(void);  // sqlite_vfs.c
+
 // ---- _eryxhost: the Python view of the host imports -------------------------
 
 static PyObject *host_call(PyObject *self, PyObject *args) {
@@ -164,12 +166,9 @@ ERYX_EXPORT("eryx_init") int32_t eryx_init(void) {
     if (PyStatus_Exception(st)) goto fail;
     PyConfig_Clear(&config);
 
-    // A sandbox is one process with no one to share files with, and WASI
-    // has no fcntl locks: make sqlite's lock-free unix VFS the default.
-    if (sqlite3_initialize() == SQLITE_OK) {
-        sqlite3_vfs *nolock = sqlite3_vfs_find("unix-none");
-        if (nolock != NULL) sqlite3_vfs_register(nolock, 1);
-    }
+    // WASI has no fcntl locks: sqlite locks between this process's own
+    // connections instead (sqlite_vfs.c).
+    eryx_sqlite_vfs_register();
 
     PyObject *mod = PyImport_ImportModule("_eryx");
     if (mod == NULL) {

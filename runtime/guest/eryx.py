@@ -60,3 +60,14 @@ def __getattr__(name):
         import _eryx_net
         return getattr(_eryx_net, name)
     raise AttributeError(f"module 'eryx' has no attribute {name!r}")
+
+
+def runtime_info():
+    """What this sandbox's runtime was built from: the Python version, the
+    exact Debian source and binary package versions, the stdlib files taken
+    from Debian's security update and the time-zone database's version.
+
+    A new dict each call (the caller may change it)."""
+    import copy
+    import _eryx_build
+    return copy.deepcopy(_eryx_build.INFO)

@@ -272,7 +272,10 @@ func (e *Engine) moduleConfig(stdout, stderr streamWriter, tmp *memfs.FS, pkgs *
 	// The mounts must be the same for pre-initialisation and every sandbox:
 	// wasi-libc records the preopened directories in linear memory, which
 	// the snapshot carries over.
-	fsc := wazero.NewFSConfig().WithFSMount(e.stdlib, stdlibMount).WithFSMount(pkgs, "/pkg").(sysfs.FSConfig).
+	fsc := wazero.NewFSConfig().(sysfs.FSConfig).
+		WithSysFSMount(newRootFS(stdlibMount, "/pkg", "/dev", "/tmp"), "/").(sysfs.FSConfig).
+		WithSysFSMount(readOnlyFS{&sysfs.AdaptFS{FS: e.stdlib}}, stdlibMount).(sysfs.FSConfig).
+		WithSysFSMount(readOnlyFS{&sysfs.AdaptFS{FS: pkgs}}, "/pkg").(sysfs.FSConfig).
 		WithSysFSMount(devFS{}, "/dev").(sysfs.FSConfig).
 		WithSysFSMount(tmp, "/tmp").(sysfs.FSConfig).
 		WithSysFSMount(data, DataMount).(sysfs.FSConfig).

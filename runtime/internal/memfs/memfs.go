@@ -34,7 +34,9 @@ type node struct {
 	dir      bool
 	data     []byte
 	children map[string]*node
+	atime    int64
 	mtime    int64
+	ctime    int64
 }
 
 // New returns an empty file system holding at most quota bytes of data.
@@ -63,11 +65,32 @@ func (f *FS) Used() int64 {
 
 func (f *FS) newNode(dir bool) *node {
 	f.ino++
-	n := &node{ino: f.ino, dir: dir, mtime: time.Now().UnixNano()}
+	now := time.Now().UnixNano()
+	n := &node{ino: f.ino, dir: dir, atime: now, mtime: now, ctime: now}
 	if dir {
 		n.children = map[string]*node{}
 	}
 	return n
+}
+
+// touch records a change of n's data (mtime and ctime), as write(2) does.
+func (n *node) touch() {
+	n.mtime = time.Now().UnixNano()
+	n.ctime = n.mtime
+}
+
+// dirOnly reports whether p names a directory by its form: a trailing
+// slash (or "/.") makes Linux refuse a path that resolves to a file
+// (ENOTDIR) and refuse to create a file there (EISDIR).
+func dirOnly(p string) bool {
+	return strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || p == "."
+}
+
+// inside reports whether the cleaned path p is below dir (rename(2)'s
+// EINVAL: a directory cannot become its own descendant).
+func inside(p, dir string) bool {
+	p, dir = path.Clean("/"+p), path.Clean("/"+dir)
+	return dir == "/" || strings.HasPrefix(p, dir+"/")
 }
 
 // split cleans p ("." is the root) into its parent directory and base name.
@@ -124,13 +147,20 @@ func (f *FS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) (expe
 		if errno != 0 {
 			return nil, errno
 		}
+		if dirOnly(p) {
+			return nil, experimentalsys.EISDIR
+		}
 		n = f.newNode(false)
 		d.children[base] = n
-		d.mtime = n.mtime
+		d.touch()
 	case errno != 0:
 		return nil, errno
 	case flag&experimentalsys.O_CREAT != 0 && flag&experimentalsys.O_EXCL != 0:
 		return nil, experimentalsys.EEXIST
+	case !n.dir && dirOnly(p) && flag&experimentalsys.O_CREAT != 0:
+		return nil, experimentalsys.EISDIR
+	case !n.dir && dirOnly(p):
+		return nil, experimentalsys.ENOTDIR
 	}
 	access := flag & (experimentalsys.O_RDONLY | experimentalsys.O_RDWR | experimentalsys.O_WRONLY)
 	writable := access == experimentalsys.O_RDWR || access == experimentalsys.O_WRONLY
@@ -140,16 +170,17 @@ func (f *FS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) (expe
 	if !n.dir && flag&experimentalsys.O_DIRECTORY != 0 {
 		return nil, experimentalsys.ENOTDIR
 	}
-	if writable && flag&experimentalsys.O_TRUNC != 0 {
+	if writable && flag&experimentalsys.O_TRUNC != 0 && len(n.data) > 0 {
 		f.used -= int64(len(n.data))
 		n.data = nil
+		n.touch()
 	}
 	return &file{fs: f, n: n, readable: access != experimentalsys.O_WRONLY, writable: writable,
 		appendMode: flag&experimentalsys.O_APPEND != 0}, 0
 }
 
 func stat(n *node) sys.Stat_t {
-	st := sys.Stat_t{Ino: n.ino, Nlink: 1, Mode: 0o644, Size: int64(len(n.data)), Mtim: n.mtime, Atim: n.mtime, Ctim: n.mtime}
+	st := sys.Stat_t{Ino: n.ino, Nlink: 1, Mode: 0o644, Size: int64(len(n.data)), Atim: n.atime, Mtim: n.mtime, Ctim: n.ctime}
 	if n.dir {
 		st.Mode, st.Nlink, st.Size = fs.ModeDir|0o755, 2, 0
 	}
@@ -164,7 +195,19 @@ func (f *FS) Stat(p string) (sys.Stat_t, experimentalsys.Errno) {
 	if errno != 0 {
 		return sys.Stat_t{}, errno
 	}
+	if !n.dir && dirOnly(p) {
+		return sys.Stat_t{}, experimentalsys.ENOTDIR
+	}
 	return stat(n), 0
+}
+
+// Readlink implements sys.FS: there are no symbolic links, so an existing
+// path is EINVAL (readlink(2) on a file that is not a link).
+func (f *FS) Readlink(p string) (string, experimentalsys.Errno) {
+	if _, errno := f.Stat(p); errno != 0 {
+		return "", errno
+	}
+	return "", experimentalsys.EINVAL
 }
 
 // Lstat implements sys.FS; there are no symbolic links.
@@ -174,6 +217,9 @@ func (f *FS) Lstat(p string) (sys.Stat_t, experimentalsys.Errno) { return f.Stat
 func (f *FS) Mkdir(p string, _ fs.FileMode) experimentalsys.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, base := split(p); base == "" {
+		return experimentalsys.EEXIST // the mount point itself
+	}
 	d, base, errno := f.parent(p)
 	if errno != 0 {
 		return errno
@@ -182,6 +228,7 @@ func (f *FS) Mkdir(p string, _ fs.FileMode) experimentalsys.Errno {
 		return experimentalsys.EEXIST
 	}
 	d.children[base] = f.newNode(true)
+	d.touch()
 	return 0
 }
 
@@ -196,6 +243,9 @@ func (f *FS) Unlink(p string) experimentalsys.Errno { return f.remove(p, false) 
 func (f *FS) remove(p string, dir bool) experimentalsys.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, base := split(p); base == "" && !dir {
+		return experimentalsys.EISDIR // unlink of the mount point (rmdir: EINVAL, as for ".")
+	}
 	d, base, errno := f.parent(p)
 	if errno != 0 {
 		return errno
@@ -204,7 +254,7 @@ func (f *FS) remove(p string, dir bool) experimentalsys.Errno {
 	switch {
 	case !ok:
 		return experimentalsys.ENOENT
-	case dir && !n.dir:
+	case dir && !n.dir, !n.dir && dirOnly(p):
 		return experimentalsys.ENOTDIR
 	case !dir && n.dir:
 		return experimentalsys.EISDIR
@@ -212,6 +262,7 @@ func (f *FS) remove(p string, dir bool) experimentalsys.Errno {
 		return experimentalsys.ENOTEMPTY
 	}
 	delete(d.children, base)
+	d.touch()
 	f.used -= int64(len(n.data))
 	return 0
 }
@@ -232,7 +283,18 @@ func (f *FS) Rename(from, to string) experimentalsys.Errno {
 	if errno != 0 {
 		return errno
 	}
-	if old, ok := td.children[tbase]; ok {
+	switch {
+	case !n.dir && (dirOnly(from) || dirOnly(to)):
+		return experimentalsys.ENOTDIR
+	case n.dir && inside(to, from) && path.Clean("/"+to) != path.Clean("/"+from):
+		// Linux: EINVAL, and nothing moves (the tree would be cut off).
+		return experimentalsys.EINVAL
+	}
+	old, ok := td.children[tbase]
+	if ok && old == n {
+		return 0 // same file: rename(2) does nothing
+	}
+	if ok {
 		if old.dir != n.dir {
 			if old.dir {
 				return experimentalsys.EISDIR
@@ -246,24 +308,41 @@ func (f *FS) Rename(from, to string) experimentalsys.Errno {
 	}
 	delete(fd.children, fbase)
 	td.children[tbase] = n
+	fd.touch()
+	td.touch()
+	n.ctime = fd.ctime
 	return 0
 }
 
-// Utimens implements sys.FS.
-func (f *FS) Utimens(p string, _, mtim int64) experimentalsys.Errno {
+// Utimens implements sys.FS. wazero has already turned UTIME_NOW into
+// the current time; UTIME_OMIT leaves a time as it is.
+func (f *FS) Utimens(p string, atim, mtim int64) experimentalsys.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n, errno := f.lookup(p)
 	if errno != 0 {
 		return errno
 	}
-	if mtim >= 0 {
-		n.mtime = mtim
+	if !n.dir && dirOnly(p) {
+		return experimentalsys.ENOTDIR
 	}
+	n.utimens(atim, mtim)
 	return 0
 }
 
-// Chmod implements sys.FS; permissions are not modelled.
+// utimens sets the times that are not UTIME_OMIT; the caller holds f.mu.
+func (n *node) utimens(atim, mtim int64) {
+	if atim != experimentalsys.UTIME_OMIT {
+		n.atime = atim
+	}
+	if mtim != experimentalsys.UTIME_OMIT {
+		n.mtime = mtim
+	}
+	n.ctime = time.Now().UnixNano()
+}
+
+// Chmod implements sys.FS; permissions are not modelled (WASI's stat has
+// no permission bits to report them in).
 func (f *FS) Chmod(p string, _ fs.FileMode) experimentalsys.Errno {
 	_, errno := f.Stat(p)
 	return errno
@@ -368,7 +447,7 @@ func checkRange(off int64, n int) experimentalsys.Errno {
 func (f *FS) grow(n *node, end int64) experimentalsys.Errno {
 	grow := end - int64(len(n.data))
 	if grow <= 0 {
-		n.mtime = time.Now().UnixNano()
+		n.touch()
 		return 0
 	}
 	if grow > f.quota-f.used {
@@ -383,7 +462,7 @@ func (f *FS) grow(n *node, end int64) experimentalsys.Errno {
 		clear(n.data[len(n.data):end])
 		n.data = n.data[:end]
 	}
-	n.mtime = time.Now().UnixNano()
+	n.touch()
 	return 0
 }
 
@@ -455,6 +534,7 @@ func (fl *file) Truncate(size int64) experimentalsys.Errno {
 	if size <= cur {
 		fl.fs.used -= cur - size
 		fl.n.data = fl.n.data[:size]
+		fl.n.touch()
 		return 0
 	}
 	return fl.fs.grow(fl.n, size)
@@ -463,11 +543,9 @@ func (fl *file) Truncate(size int64) experimentalsys.Errno {
 func (fl *file) Sync() experimentalsys.Errno     { return 0 }
 func (fl *file) Datasync() experimentalsys.Errno { return 0 }
 
-func (fl *file) Utimens(_, mtim int64) experimentalsys.Errno {
-	if mtim >= 0 {
-		fl.fs.mu.Lock()
-		fl.n.mtime = mtim
-		fl.fs.mu.Unlock()
-	}
+func (fl *file) Utimens(atim, mtim int64) experimentalsys.Errno {
+	fl.fs.mu.Lock()
+	defer fl.fs.mu.Unlock()
+	fl.n.utimens(atim, mtim)
 	return 0
 }

@@ -158,3 +158,79 @@ func TestRegrowReadsZeros(t *testing.T) {
 		t.Fatalf("read %q after shrink and regrow", buf[:n])
 	}
 }
+
+// rename(2) of a directory into its own subtree is EINVAL and moves
+// nothing: the tree stays reachable and its bytes stay accounted for.
+func TestRenameIntoOwnSubdirectory(t *testing.T) {
+	f := New(100)
+	for _, d := range []string{"a", "a/x"} {
+		if errno := f.Mkdir(d, 0); errno != 0 {
+			t.Fatal(errno)
+		}
+	}
+	fl, _ := f.OpenFile("a/x/f", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0)
+	if _, errno := fl.Write([]byte("data")); errno != 0 {
+		t.Fatal(errno)
+	}
+	for _, to := range []string{"a/x/b", "a/x", "a/x/y/z"} {
+		want := experimentalsys.EINVAL
+		if to == "a/x/y/z" {
+			want = experimentalsys.ENOENT // the target's parent is looked up first
+		}
+		if errno := f.Rename("a", to); errno != want {
+			t.Errorf("rename a -> %s: %v, want %v", to, errno, want)
+		}
+	}
+	if _, errno := f.Stat("a/x/f"); errno != 0 || f.Used() != 4 {
+		t.Fatalf("tree after refused renames: %v, used %d", errno, f.Used())
+	}
+	if errno := f.Rename("a/x", "a/x"); errno != 0 {
+		t.Errorf("rename to itself: %v", errno)
+	}
+}
+
+func TestTrailingSlashAndTimes(t *testing.T) {
+	f := New(100)
+	if _, errno := f.OpenFile("file", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := f.Mkdir("dir", 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	open := func(p string, flag experimentalsys.Oflag) experimentalsys.Errno {
+		_, e := f.OpenFile(p, flag, 0)
+		return e
+	}
+	tests := []struct {
+		name string
+		got  experimentalsys.Errno
+		want experimentalsys.Errno
+	}{
+		{"create missing/", open("missing/", experimentalsys.O_CREAT|experimentalsys.O_WRONLY), experimentalsys.EISDIR},
+		{"create file/", open("file/", experimentalsys.O_CREAT|experimentalsys.O_WRONLY), experimentalsys.EISDIR},
+		{"open file/", open("file/", experimentalsys.O_RDONLY), experimentalsys.ENOTDIR},
+		{"open dir/", open("dir/", experimentalsys.O_RDONLY), 0},
+		{"unlink file/", f.Unlink("file/"), experimentalsys.ENOTDIR},
+		{"rename file to x/", f.Rename("file", "x/"), experimentalsys.ENOTDIR},
+		{"readlink file", func() experimentalsys.Errno { _, e := f.Readlink("file"); return e }(), experimentalsys.EINVAL},
+		{"readlink missing", func() experimentalsys.Errno { _, e := f.Readlink("missing"); return e }(), experimentalsys.ENOENT},
+		{"mkdir mount point", f.Mkdir(".", 0), experimentalsys.EEXIST},
+		{"unlink mount point", f.Unlink("."), experimentalsys.EISDIR},
+		{"utimens", f.Utimens("file", 1500, 4500), 0},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+	st, _ := f.Stat("file")
+	if st.Atim != 1500 || st.Mtim != 4500 {
+		t.Errorf("after utimens(1500, 4500): atim %d mtim %d", st.Atim, st.Mtim)
+	}
+	if errno := f.Utimens("file", experimentalsys.UTIME_OMIT, 7); errno != 0 {
+		t.Fatal(errno)
+	}
+	if st, _ = f.Stat("file"); st.Atim != 1500 || st.Mtim != 7 {
+		t.Errorf("UTIME_OMIT for atime: atim %d mtim %d", st.Atim, st.Mtim)
+	}
+}
