@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eryx-dev/eryx/jobs"
+	"github.com/eryx-dev/eryx/runtime/assets"
 )
 
 // Config is the worker's configuration, read from ERYX_* variables.
@@ -71,6 +72,7 @@ type Config struct {
 	NetExtraCAFile    string `envconfig:"NET_EXTRA_CA_FILE" desc:"PEM file of CAs trusted besides the system's"`
 	MetricsListen     string `envconfig:"METRICS_LISTEN" desc:"address of /metrics, /livez and /readyz (e.g. :9090); empty: off"`
 	CacheDir          string `envconfig:"CACHE_DIR" desc:"compiled runtime cache (default: the user cache dir)"`
+	RuntimeImage      string `envconfig:"RUNTIME_IMAGE" default:"numpy" desc:"runtime image: numpy (numpy built in and pre-imported) or minimal"`
 	LogLevel          string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat         string `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
 }
@@ -96,6 +98,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ERYX_TRACE_LIMIT and ERYX_HOST_CALL_BYTES must be at least 1 byte")
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("ERYX_LOG_FORMAT must be text or json, not %q", c.LogFormat)
+	case c.RuntimeImage != assets.ImageNumpy && c.RuntimeImage != assets.ImageMinimal:
+		return fmt.Errorf("ERYX_RUNTIME_IMAGE must be %s or %s, not %q", assets.ImageNumpy, assets.ImageMinimal, c.RuntimeImage)
 	}
 	if _, err := jobs.NewSubjects(c.SubjectPrefix); err != nil {
 		return fmt.Errorf("ERYX_SUBJECT_PREFIX: %w", err)

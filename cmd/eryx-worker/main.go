@@ -141,6 +141,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 	start := time.Now()
 	engine, err := sandbox.NewEngine(ctx, sandbox.Config{
 		CacheDir: cfg.CacheDir,
+		Image:    cfg.RuntimeImage,
 		Limits: sandbox.Limits{
 			Timeout:     cfg.ExecTimeout,
 			MemoryBytes: uint64(cfg.MemoryLimit),

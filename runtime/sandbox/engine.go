@@ -57,6 +57,9 @@ type Config struct {
 	DisablePreemption bool
 	// Limits are the defaults of every sandbox and execution of the engine.
 	Limits Limits
+	// Image is the runtime image: assets.ImageMinimal (the default when
+	// empty) or assets.ImageNumpy, which has numpy built in and pre-imported.
+	Image string
 }
 
 // InitStats are measurements of NewEngine.
@@ -87,7 +90,7 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := cfg.Limits.Validate(); err != nil {
 		return nil, err
 	}
-	a, err := assets.Load()
+	a, err := assets.LoadImage(cfg.Image)
 	if err != nil {
 		return nil, err
 	}
