@@ -85,7 +85,7 @@ numpy-locked:
 	@if [ ! -f $(NPY_DIR)/.done ]; then \
 	  echo "==> building numpy for wasm32-wasi into $(NPY_DIR) (first time: about five minutes)"; \
 	  rm -rf $(NPY_DIR).tmp $(CACHE_DIR)/work-numpy-$(NPY_KEY); \
-	  ERYX_BUILD_WORK=$(CACHE_DIR)/work-numpy-$(NPY_KEY) runtime/build/build-numpy.sh $(CPY_DIR) $(NPY_DIR).tmp && \
+	  ERYX_CACHE_DIR=$(CACHE_DIR) ERYX_BUILD_WORK=$(CACHE_DIR)/work-numpy-$(NPY_KEY) runtime/build/build-numpy.sh $(CPY_DIR) $(NPY_DIR).tmp && \
 	  rm -rf $(NPY_DIR) && mv $(NPY_DIR).tmp $(NPY_DIR) && rm -rf $(CACHE_DIR)/work-numpy-$(NPY_KEY) && \
 	  touch $(NPY_DIR)/.done; \
 	fi
@@ -109,7 +109,7 @@ $(TLIB_DIR)/.done: runtime/build/fetch-testlibs.sh $(CPY_DIR)/.done
 
 $(NPY_TESTS)/.done: $(NPY_DIR)/.done $(TLIB_DIR)/.done
 	@rm -rf $(NPY_TESTS) && mkdir -p $(NPY_TESTS)
-	ln -s $(NPY_DIR)/tests $(NPY_TESTS)/numpy
+	ln -s $(NPY_DIR)/tests $(NPY_TESTS)/tests
 	ln -s $(TLIB_DIR)/site $(NPY_TESTS)/pylibs
 	@touch $@
 

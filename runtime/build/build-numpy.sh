@@ -20,7 +20,9 @@
 # Source: `apt-get source numpy` from bookworm. When the archive cannot serve
 # the upstream tarball, ERYX_NUMPY_SOURCE may name a git repository of numpy
 # (tag v1.24.2 is exported) or a tarball of the same release; Debian's
-# patches (its .debian.tar.xz) are applied either way.
+# patches (its .debian.tar.xz) are applied either way. A source taken from
+# a git repository is kept as $ERYX_CACHE_DIR/numpy-1.24.2-src.tar, which
+# later builds on the machine use when the archive still cannot serve it.
 set -euo pipefail
 
 CPY=$(cd "${1:?usage: build-numpy.sh CPYTHON_DIR OUTDIR}" && pwd)
@@ -61,6 +63,9 @@ if [ ! -d src/tree ]; then
   else
     debtar=$(ls src/numpy_"$VERSION"-*.debian.tar.xz 2>/dev/null | head -1)
     [ -n "$debtar" ] || { echo "numpy: could not fetch Debian's numpy source package" >&2; exit 1; }
+    # A tarball kept from an earlier build on this machine serves as well.
+    kept=${ERYX_CACHE_DIR:-$HOME/.cache/eryx}/numpy-$VERSION-src.tar
+    if [ -z "${ERYX_NUMPY_SOURCE:-}" ] && [ -f "$kept" ]; then ERYX_NUMPY_SOURCE=$kept; fi
     [ -n "${ERYX_NUMPY_SOURCE:-}" ] || {
       echo "numpy: the archive did not serve numpy's upstream tarball; set ERYX_NUMPY_SOURCE" \
            "to a numpy git repository or a numpy-$VERSION tarball (or ERYX_NUMPY=0 to build without numpy)" >&2
@@ -69,7 +74,9 @@ if [ ! -d src/tree ]; then
     log "upstream source from $ERYX_NUMPY_SOURCE (Debian's patches from $(basename "$debtar"))"
     mkdir -p src/tree
     if [ -d "$ERYX_NUMPY_SOURCE" ]; then
-      git -C "$ERYX_NUMPY_SOURCE" archive "v$VERSION" | tar -x -C src/tree
+      mkdir -p "$(dirname "$kept")"
+      git -C "$ERYX_NUMPY_SOURCE" archive --prefix="numpy-$VERSION/" -o "$kept.tmp" "v$VERSION" && mv "$kept.tmp" "$kept"
+      tar -xf "$kept" -C src/tree --strip-components=1
     else
       tar -xf "$ERYX_NUMPY_SOURCE" -C src/tree --strip-components=1
     fi
@@ -179,7 +186,7 @@ done
     mkdir -p "$OUT/site/$(dirname "$f")" && cp "$f" "$OUT/site/$f"; done)
 rm -f "$OUT/site/numpy/setup.py" "$OUT/site/numpy/"*/setup.py
 # numpy's own tests with their data files, for the test suites.
-(cd "$LIB" && find numpy -path '*/tests/*' -type f | while read -r f; do
+(cd "$LIB" && find numpy -path '*/tests/*' -type f | grep -Ev '^numpy/(distutils|f2py)/' | while read -r f; do
     mkdir -p "$OUT/tests/$(dirname "$f")" && cp "$f" "$OUT/tests/$f"; done)
 echo "$VERSION" > "$OUT/VERSION"
 log "done: $OUT ($(du -sh "$OUT/lib" | cut -f1) of archives)"

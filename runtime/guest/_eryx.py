@@ -644,6 +644,8 @@ def _attach_result(doc, namespace, before, compiled):
         doc["result"] = _loads(_dumps(value, allow_nan=False, separators=(",", ":")))
     except (TypeError, ValueError, RecursionError) as e:
         doc["result_error"] = f"result is not JSON-serialisable: {e}"
+        if type(value).__module__.startswith("numpy"):
+            doc["result_error"] += " (convert numpy values first: array.tolist(), float(x), int(x))"
         try:
             doc["result_repr"] = repr(value)[:4096]
         except Exception:  # noqa: BLE001 - a hostile __repr__ must not break reporting
@@ -662,6 +664,14 @@ def _execute(src, options, flags):
     # Sandboxes restored from one snapshot share the random state captured at
     # snapshot time; reseed from the host's crypto randomness (os.urandom).
     _reseed()
+    # numpy's legacy global generator (np.random.seed/rand) has the same
+    # problem when numpy is in the image.
+    _np_random = sys.modules.get("numpy.random")
+    if _np_random is not None:
+        try:
+            _np_random.seed()
+        except Exception:  # noqa: BLE001 - a session may have replaced it; its own business
+            pass
     try:
         code = src.decode("utf-8")
     except UnicodeDecodeError as e:
