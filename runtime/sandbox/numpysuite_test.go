@@ -91,9 +91,13 @@ func runNumpySuiteSandbox(t *testing.T, args []string) suiteReport {
 		t.Fatalf("suite in the sandbox: %v", err)
 	}
 	if res.Status != sandbox.StatusOK {
-		t.Fatalf("suite in the sandbox: %s %+v\n%s", res.Status, res.Error, res.Stderr[max(0, len(res.Stderr)-4000):])
+		t.Fatalf("suite in the sandbox: %s %+v\n%s\n%s", res.Status, res.Error, res.Error.Traceback, res.Stderr[max(0, len(res.Stderr)-4000):])
 	}
-	return parseSuite(t, res.Stdout)
+	r := parseSuite(t, res.Stdout)
+	if len(r.Modules) == 0 {
+		t.Logf("sandbox pytest output: ...%s", res.Stdout[max(0, len(res.Stdout)-6000):])
+	}
+	return r
 }
 
 // runNumpySuiteNative runs the same selection with the host's python3.11 and
