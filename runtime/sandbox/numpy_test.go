@@ -2,7 +2,9 @@ package sandbox_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -265,5 +267,28 @@ func TestNumpyResult(t *testing.T) {
 	res = runNP(t, "import numpy as np\nresult = {'mean': float(np.mean([1, 2, 3])), 'v': np.arange(3).tolist()}", sandbox.ExecOptions{})
 	if string(res.Value) != `{"mean":2.0,"v":[0,1,2]}` {
 		t.Fatalf("value %s, result_error %q", res.Value, res.ValueError)
+	}
+}
+
+// The example job runs as shipped and finds the line and the outliers.
+func TestNumpyExampleJob(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile("../../examples/jobs/numpy_stats.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runNP(t, string(src), sandbox.ExecOptions{})
+	if res.Status != sandbox.StatusOK || res.ValueError != "" {
+		t.Fatalf("%s %+v %s", res.Status, res.Error, res.ValueError)
+	}
+	var v struct {
+		Slope, Intercept float64
+		Outliers         int
+	}
+	if err := json.Unmarshal(res.Value, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Slope < 2.9 || v.Slope > 3.3 || v.Outliers < 8 || v.Outliers > 14 {
+		t.Fatalf("result %s\n%s", res.Value, res.Stdout)
 	}
 }
