@@ -84,5 +84,8 @@ ini = os.path.join(work, "pytest.ini")
 with open(ini, "w") as f:
     f.write("[pytest]\n")
 code = pytest.main(["-c", ini, "--rootdir", work, "--confcutdir", work, "-q", "--no-header", "-p", "no:cacheprovider", "-p", "no:faulthandler", "--capture=sys", "-p", "numpy.conftest", "-o", "addopts=",
-                    "-W", "ignore", "--tb=line", "-rN", "--disable-warnings"] + ARGS, plugins=[counts])  # noqa: F821
+                    "-W", "ignore", "--tb=line", "-rN", "--disable-warnings",
+                    # numpy's own default selection (numpy.test() and runtests.py): no tests
+                    # marked slow, some of which need several GiB.
+                    "-m", "not slow"] + ARGS, plugins=[counts])  # noqa: F821
 print("NUMPY-SUITE " + json.dumps({"exit": int(code), "modules": counts.by_module, "failures": counts.failures}))
