@@ -4,8 +4,9 @@ tests and pytest mounted as packages) and natively against Debian's
 python3-numpy, so that the two can be compared.
 
 Parameters come as globals set before this file's code: TESTS_ZIP (an archive
-of numpy/<module>/tests/...) or TESTS_DIR (already extracted), WORK (a
-writable directory) and ARGS (pytest arguments: paths relative to WORK).
+of numpy/<module>/tests/..., of which only the members under EXTRACT are
+extracted, when given) or TESTS_DIR (a directory to copy), WORK (a writable
+directory) and ARGS (pytest arguments: paths relative to WORK).
 """
 import json
 import os
@@ -17,7 +18,8 @@ import numpy
 work = WORK  # noqa: F821 - set by the caller
 if "TESTS_ZIP" in globals():
     with zipfile.ZipFile(TESTS_ZIP) as zf:  # noqa: F821
-        zf.extractall(work)
+        prefix = globals().get("EXTRACT", "")
+        zf.extractall(work, [n for n in zf.namelist() if n.startswith(prefix)])
 else:
     import shutil
     shutil.copytree(TESTS_DIR, work, dirs_exist_ok=True)  # noqa: F821
