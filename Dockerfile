@@ -25,13 +25,15 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 
 COPY . .
+# ERYX_NUMPY=0 leaves the numpy runtime image out (docs/runtime.md#numpy).
+ARG ERYX_NUMPY=1
 # The CPython wasm build takes minutes; the Makefile caches it under
 # ERYX_CACHE_DIR keyed by its recipe, and the cache mount keeps that across
 # image builds. The runtime assets are embedded in the binaries.
 RUN --mount=type=cache,target=/root/.cache/eryx \
     --mount=type=cache,target=/root/.cache/go-build \
     --mount=type=cache,target=/go/pkg/mod \
-    make runtime build \
+    make runtime build ERYX_NUMPY=$ERYX_NUMPY \
  && mkdir -p /out/data
 
 # distroless/base rather than distroless/static: `make build` is the CI

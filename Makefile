@@ -22,7 +22,7 @@ WASM      := $(DIST)/eryx.wasm
 STDLIB    := $(DIST)/python311.zip
 GUEST_PY  := $(wildcard runtime/guest/*.py)
 
-.PHONY: runtime build test test-race lint bench soak chaos demo chart-lint clean deps
+.PHONY: runtime build test test-numpy test-race lint bench soak chaos demo chart-lint clean deps
 
 ## runtime: build the CPython wasm module and the stdlib archive (cached)
 runtime: $(WASM) $(STDLIB)
@@ -83,6 +83,69 @@ testsuite: $(TS_DIR)/.done
 test-stdlib: runtime testsuite
 	ERYX_STDLIB_TESTSUITE=$(TS_DIR) ERYX_STDLIB_TESTS=all $(GO) test -count=1 -timeout 120m -run '^TestCPythonRegressionTests$$' -v ./runtime/stdlibtest/
 
+# ---- numpy (issue #12) -------------------------------------------------------
+# A second runtime image, eryx-numpy.wasm: the same interpreter with numpy's
+# extension modules linked in as built-ins and numpy pre-imported, plus
+# numpy.zip (its Python part as .pyc). ERYX_NUMPY=0 builds only the minimal
+# image; with ERYX_NUMPY=1 (the default) a failing numpy build fails
+# `make runtime`. ERYX_NUMPY_SOURCE: see runtime/build/build-numpy.sh.
+ERYX_NUMPY ?= 1
+NPY_KEY   := $(shell (cat runtime/build/build-numpy.sh runtime/build/patches/numpy-*.patch; echo $(CPY_KEY)) | sha256sum | cut -c1-16)
+NPY_DIR   := $(CACHE_DIR)/numpy-$(NPY_KEY)
+WASM_NPY  := $(DIST)/eryx-numpy.wasm
+NPY_ZIP   := $(DIST)/numpy.zip
+# numpy's own tests and pytest (Debian's), mounted as packages by the tests;
+# outside dist/ so that they are not embedded into the binaries.
+NPY_TESTS := runtime/assets/numpytest
+TLIB_KEY  := $(shell (cat runtime/build/fetch-testlibs.sh; echo $(CPY_KEY)) | sha256sum | cut -c1-16)
+TLIB_DIR  := $(CACHE_DIR)/testlibs-$(TLIB_KEY)
+
+ifeq ($(ERYX_NUMPY),1)
+runtime: $(WASM_NPY) $(NPY_ZIP) $(NPY_TESTS)/.done
+endif
+
+$(NPY_DIR)/.done: runtime/build/build-numpy.sh $(wildcard runtime/build/patches/numpy-*.patch) $(CPY_DIR)/.done
+	@mkdir -p $(CACHE_DIR)
+	@flock $(CACHE_DIR)/.numpy.lock $(MAKE) --no-print-directory numpy-locked
+
+.PHONY: numpy-locked
+numpy-locked:
+	@if [ ! -f $(NPY_DIR)/.done ]; then \
+	  echo "==> building numpy for wasm32-wasi into $(NPY_DIR) (first time: about five minutes)"; \
+	  rm -rf $(NPY_DIR).tmp $(CACHE_DIR)/work-numpy-$(NPY_KEY); \
+	  ERYX_CACHE_DIR=$(CACHE_DIR) ERYX_BUILD_WORK=$(CACHE_DIR)/work-numpy-$(NPY_KEY) runtime/build/build-numpy.sh $(CPY_DIR) $(NPY_DIR).tmp && \
+	  rm -rf $(NPY_DIR) && mv $(NPY_DIR).tmp $(NPY_DIR) && rm -rf $(CACHE_DIR)/work-numpy-$(NPY_KEY) && \
+	  touch $(NPY_DIR)/.done; \
+	fi
+
+$(WASM_NPY): $(CPY_DIR)/.done $(NPY_DIR)/.done runtime/guest/eryx.c runtime/build/link.sh runtime/build/gen-inittab.py
+	@echo "==> linking $@ (with numpy)"
+	runtime/build/link.sh $(CPY_DIR) $@ $(NPY_DIR)
+
+# pack-stdlib.py with an empty stdlib and guest directory packs only numpy.
+$(NPY_ZIP): $(NPY_DIR)/.done runtime/build/pack-stdlib.py
+	@echo "==> packing numpy into $@"
+	@mkdir -p $(NPY_DIR)/empty
+	/usr/bin/python3.11 runtime/build/pack-stdlib.py $(NPY_DIR)/empty $(NPY_DIR)/empty $@ $(NPY_DIR)/site
+
+$(TLIB_DIR)/.done: runtime/build/fetch-testlibs.sh $(CPY_DIR)/.done
+	@mkdir -p $(CACHE_DIR)
+	@flock $(CACHE_DIR)/.testlibs.lock sh -c '[ -f $@ ] || { \
+	  echo "==> fetching pytest for the numpy tests into $(TLIB_DIR)" && rm -rf $(TLIB_DIR).tmp && \
+	  runtime/build/fetch-testlibs.sh $(CPY_DIR) $(TLIB_DIR).tmp && rm -rf $(TLIB_DIR) && \
+	  mv $(TLIB_DIR).tmp $(TLIB_DIR) && touch $@; }'
+
+$(NPY_TESTS)/.done: $(NPY_DIR)/.done $(TLIB_DIR)/.done
+	@rm -rf $(NPY_TESTS) && mkdir -p $(NPY_TESTS)
+	ln -s $(NPY_DIR)/tests $(NPY_TESTS)/tests
+	ln -s $(TLIB_DIR)/site $(NPY_TESTS)/pylibs
+	@touch $@
+
+## test-numpy: numpy's own test suite, natively (Debian's python3-numpy) and
+## in the sandbox, printed as one table per module
+test-numpy: runtime
+	ERYX_NUMPY_FULL=1 $(GO) test -count=1 -timeout 60m -run '^TestNumpyOwnSuite$$' -v ./runtime/sandbox/
+
 ## build: the binaries, into ./bin
 build: runtime
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -139,7 +202,7 @@ demo: build
 
 ## clean: remove build outputs in the tree (the CPython cache stays)
 clean:
-	rm -rf $(BIN) $(WASM) $(STDLIB)
+	rm -rf $(BIN) $(WASM) $(STDLIB) $(WASM_NPY) $(NPY_ZIP) $(NPY_TESTS)
 
 ## deps: install the system toolchain (Debian/Ubuntu, needs root or sudo)
 deps:

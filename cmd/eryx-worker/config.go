@@ -10,6 +10,7 @@ import (
 	"github.com/eryx-dev/eryx/internal/embednats"
 	"github.com/eryx-dev/eryx/jobs"
 	"github.com/eryx-dev/eryx/netgate"
+	"github.com/eryx-dev/eryx/runtime/assets"
 	"github.com/eryx-dev/eryx/runtime/sandbox"
 )
 
@@ -94,6 +95,7 @@ type Config struct {
 	secrets       *netgate.Secrets
 	MetricsListen string `envconfig:"METRICS_LISTEN" desc:"address of /metrics, /livez and /readyz (e.g. :9090); empty: off"`
 	CacheDir      string `envconfig:"CACHE_DIR" desc:"compiled runtime cache (default: the user cache dir)"`
+	RuntimeImage  string `envconfig:"RUNTIME_IMAGE" default:"numpy" desc:"runtime image: numpy (numpy built in and pre-imported) or minimal"`
 	LogLevel      string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat     string `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
 }
@@ -131,6 +133,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ERYX_EMBEDDED_SYNC must be always or a positive duration, not %q", c.EmbeddedSync)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("ERYX_LOG_FORMAT must be text or json, not %q", c.LogFormat)
+	case c.RuntimeImage != assets.ImageNumpy && c.RuntimeImage != assets.ImageMinimal:
+		return fmt.Errorf("ERYX_RUNTIME_IMAGE must be %s or %s, not %q", assets.ImageNumpy, assets.ImageMinimal, c.RuntimeImage)
 	}
 	if _, err := jobs.NewSubjects(c.SubjectPrefix); err != nil {
 		return fmt.Errorf("ERYX_SUBJECT_PREFIX: %w", err)

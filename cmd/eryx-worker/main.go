@@ -185,6 +185,7 @@ func serve(ctx context.Context, cfg Config, netPolicy netgate.Policy, log *slog.
 	engine, err := sandbox.NewEngine(ctx, sandbox.Config{
 		CacheDir: cfg.CacheDir,
 		HashSeed: cfg.hashSeed(),
+		Image:    cfg.RuntimeImage,
 		Limits: sandbox.Limits{
 			Timeout:     cfg.ExecTimeout,
 			MemoryBytes: uint64(cfg.MemoryLimit),

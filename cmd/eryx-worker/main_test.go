@@ -65,6 +65,7 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"ERYX_FUEL_MAX", "10"}, // below the default
 		{"ERYX_SECRETS", "UNSET_SECRET_VAR=api.example.com"},
 		{"ERYX_SECRETS_FILE", "/nonexistent/secrets.json"},
+		{"ERYX_RUNTIME_IMAGE", "full"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,6 +174,11 @@ func TestEmbeddedServerOutOfTheBox(t *testing.T) {
 	}
 	if res.Status != jobs.StatusOK || res.Stdout != "out of the box\n" || res.Worker != "solo" {
 		t.Fatalf("%+v", res)
+	}
+	// The default runtime image has numpy.
+	res, err = client.Run(ctx, "", &jobs.Job{Code: "import numpy as np\nprint(np.__version__, int(np.arange(4).sum()))"}, jobs.Handlers{})
+	if err != nil || res.Status != jobs.StatusOK || res.Stdout != "1.24.2 6\n" {
+		t.Fatalf("numpy job: %v %+v", err, res)
 	}
 
 	// A job is counted once its result is published, so a scrape may

@@ -33,17 +33,17 @@ type Info struct {
 
 // RuntimeInfo reads Info from the embedded stdlib archive.
 func RuntimeInfo() (Info, error) {
-	raw, err := dist.ReadFile(stdlibFile)
+	raw, err := dist.ReadFile(stdlibPath)
 	if err != nil {
-		return Info{}, fmt.Errorf("%w (%s missing)", ErrNotBuilt, stdlibFile)
+		return Info{}, fmt.Errorf("%w (%s missing)", ErrNotBuilt, stdlibPath)
 	}
 	zr, err := zip.NewReader(bytes.NewReader(raw), int64(len(raw)))
 	if err != nil {
-		return Info{}, fmt.Errorf("assets: reading %s: %w", stdlibFile, err)
+		return Info{}, fmt.Errorf("assets: reading %s: %w", stdlibPath, err)
 	}
 	f, err := zr.Open(infoEntry)
 	if err != nil {
-		return Info{}, fmt.Errorf("assets: %s has no %s (built by an older pack-stdlib.py?): %w", stdlibFile, infoEntry, err)
+		return Info{}, fmt.Errorf("assets: %s has no %s (built by an older pack-stdlib.py?): %w", stdlibPath, infoEntry, err)
 	}
 	defer func() { _ = f.Close() }()
 	data, err := io.ReadAll(f)
@@ -56,3 +56,6 @@ func RuntimeInfo() (Info, error) {
 	}
 	return info, nil
 }
+
+// stdlibPath is the stdlib archive in the embedded file system.
+const stdlibPath = "dist/" + StdlibName

@@ -15,6 +15,7 @@ import asyncio.base_events
 import asyncio.events
 import builtins
 import json
+import os
 import linecache
 import random
 import sys
@@ -82,6 +83,8 @@ _monotonic = time.monotonic
 _dumps = json.dumps
 _loads = json.loads
 _reseed = random.seed
+_unpack = struct.unpack
+_urandom = os.urandom
 _format_exception = traceback.format_exception
 _format_exception_only = traceback.format_exception_only
 _iscoroutine = asyncio.iscoroutine
@@ -724,6 +727,8 @@ def _attach_result(doc, namespace, before, compiled):
         doc["result"] = _loads(_dumps(value, allow_nan=False, separators=(",", ":")))
     except (TypeError, ValueError, RecursionError) as e:
         doc["result_error"] = f"result is not JSON-serialisable: {e}"
+        if type(value).__module__.startswith("numpy"):
+            doc["result_error"] += " (convert numpy values first: array.tolist(), float(x), int(x))"
         try:
             doc["result_repr"] = repr(value)[:4096]
         except Exception:  # noqa: BLE001 - a hostile __repr__ must not break reporting
@@ -742,6 +747,15 @@ def _execute(src, options, flags):
     # Sandboxes restored from one snapshot share the random state captured at
     # snapshot time; reseed from the host's crypto randomness (os.urandom).
     _reseed()
+    # numpy's legacy global generator (np.random.seed/rand) has the same
+    # problem when numpy is in the image.
+    _np_random = sys.modules.get("numpy.random")
+    if _np_random is not None:
+        try:
+            # 128 bits through init_by_array: a tenth of the cost of seed().
+            _np_random.seed(_unpack("<4I", _urandom(16)))
+        except Exception:  # noqa: BLE001 - a session may have replaced it; its own business
+            pass
     try:
         code = src.decode("utf-8")
     except UnicodeDecodeError as e:

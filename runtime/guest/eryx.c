@@ -129,8 +129,28 @@ ERYX_EXPORT("eryx_set_hash_seed") void eryx_set_hash_seed(uint32_t seed) { g_has
 
 // eryx_init starts the interpreter and imports the guest runtime. The host
 // runs it once, then snapshots linear memory: every sandbox starts from here.
+#ifdef ERYX_EXTENSIONS
+// Generated from the extension build (runtime/build/gen-inittab.py): registers
+// statically linked extension modules such as numpy's as built-ins.
+int eryx_register_extensions(void);
+
+// Imports a module whose failure makes the image unusable, printing why.
+static int import_required(const char *name) {
+    PyObject *m = PyImport_ImportModule(name);
+    if (m == NULL) {
+        PyErr_Print();
+        return -1;
+    }
+    Py_DECREF(m);
+    return 0;
+}
+#endif
+
 ERYX_EXPORT("eryx_init") int32_t eryx_init(void) {
     if (PyImport_AppendInittab("_eryxhost", init_host_module) < 0) return -1;
+#ifdef ERYX_EXTENSIONS
+    if (eryx_register_extensions() < 0) return -1;
+#endif
 
     // UTF-8 everywhere (file names, stdio), whatever the absent locale says.
     PyPreConfig preconfig;
@@ -154,6 +174,11 @@ ERYX_EXPORT("eryx_init") int32_t eryx_init(void) {
     config.module_search_paths_set = 1;
     PyStatus st = PyWideStringList_Append(&config.module_search_paths, L"/lib/python311.zip");
     if (PyStatus_Exception(st)) goto fail;
+#ifdef ERYX_EXTENSIONS
+    // The Python part of the linked-in extensions (numpy), packed separately.
+    st = PyWideStringList_Append(&config.module_search_paths, L"/lib/numpy.zip");
+    if (PyStatus_Exception(st)) goto fail;
+#endif
     st = PyConfig_SetString(&config, &config.program_name, L"python3.11");
     if (PyStatus_Exception(st)) goto fail;
     st = PyConfig_SetString(&config, &config.home, L"/lib");
@@ -169,6 +194,16 @@ ERYX_EXPORT("eryx_init") int32_t eryx_init(void) {
     // WASI has no fcntl locks: sqlite locks between this process's own
     // connections instead (sqlite_vfs.c).
     eryx_sqlite_vfs_register();
+
+#ifdef ERYX_EXTENSIONS
+    // The finder for built-in modules inside packages (numpy.core._...).
+    if (import_required("_eryx_ext") < 0) return -4;
+#endif
+#ifdef ERYX_PREIMPORT
+    // Imported here to be part of the memory image every sandbox starts
+    // from: importing it in a job then costs a dictionary lookup.
+    if (import_required(ERYX_PREIMPORT) < 0) return -5;
+#endif
 
     PyObject *mod = PyImport_ImportModule("_eryx");
     if (mod == NULL) {

@@ -68,6 +68,9 @@ type Config struct {
 	// once and rebuilt (the path taken anyway where the kernel cannot
 	// track dirty pages). For comparisons and as an escape hatch.
 	NoSlotReset bool
+	// Image is the runtime image: assets.ImageMinimal (the default when
+	// empty) or assets.ImageNumpy, which has numpy built in and pre-imported.
+	Image string
 }
 
 // Slot reset modes, reported in InitStats.SlotReset.
@@ -115,7 +118,7 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := cfg.Limits.Validate(); err != nil {
 		return nil, err
 	}
-	a, err := assets.Load()
+	a, err := assets.LoadImage(cfg.Image)
 	if err != nil {
 		return nil, err
 	}
