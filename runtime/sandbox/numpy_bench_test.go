@@ -3,7 +3,6 @@ package sandbox_test
 import (
 	"context"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
