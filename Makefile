@@ -122,11 +122,9 @@ $(WASM_NPY): $(CPY_DIR)/.done $(NPY_DIR)/.done runtime/guest/eryx.c runtime/buil
 	@echo "==> linking $@ (with numpy)"
 	runtime/build/link.sh $(CPY_DIR) $@ $(NPY_DIR)
 
-# pack-stdlib.py with an empty stdlib and guest directory packs only numpy.
-$(NPY_ZIP): $(NPY_DIR)/.done runtime/build/pack-stdlib.py
+$(NPY_ZIP): $(NPY_DIR)/.done runtime/build/pack-numpy.py runtime/build/pack-stdlib.py
 	@echo "==> packing numpy into $@"
-	@mkdir -p $(NPY_DIR)/empty
-	/usr/bin/python3.11 runtime/build/pack-stdlib.py $(NPY_DIR)/empty $(NPY_DIR)/empty $@ $(NPY_DIR)/site
+	/usr/bin/python3.11 runtime/build/pack-numpy.py $(NPY_DIR)/site $@
 
 $(TLIB_DIR)/.done: runtime/build/fetch-testlibs.sh $(CPY_DIR)/.done
 	@mkdir -p $(CACHE_DIR)
