@@ -138,7 +138,7 @@ try:
 except OSError as e: print('refused', errno.errorcode[e.errno])`,
 			limits: sandbox.Limits{OutputFilesBytes: 4096},
 			status: sandbox.StatusOK, files: map[string]string{"small.txt": "kept", "big.bin": ""},
-			limit: sandbox.LimitOutputFilesBytes, stdoutHas: "refused EIO"},
+			limit: sandbox.LimitOutputFilesBytes, stdoutHas: "refused ENOSPC"},
 		{name: "count cap", code: `import errno
 n = 0
 try:
