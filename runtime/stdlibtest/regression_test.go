@@ -33,8 +33,9 @@ var fast = []string{
 	"test_shelve", "test_dbm_dumb", "test_zlib", "test_tabnanny", "test_textwrap",
 }
 
-// broad is make test-stdlib's selection: modules whose subject can work in a
-// WASI sandbox, plus a few that show what cannot (threads, subprocesses).
+// broad is make test-stdlib's selection: the modules whose subject can work
+// in a WASI sandbox (test_threading and test_subprocess are left out: none
+// of their subject exists there, and natively they take many minutes).
 var broad = []string{
 	"test_abc", "test_argparse", "test_array", "test_ast", "test_asyncio", "test_augassign", "test_base64",
 	"test_baseexception", "test_binascii", "test_binop", "test_bisect", "test_bool", "test_builtin",
@@ -53,10 +54,10 @@ var broad = []string{
 	"test_pickle", "test_pkgutil", "test_posixpath", "test_pprint", "test_property", "test_pydoc",
 	"test_queue", "test_random", "test_re", "test_reprlib", "test_scope", "test_secrets",
 	"test_set", "test_shelve", "test_shlex", "test_shutil", "test_slice", "test_sort",
-	"test_sqlite3", "test_statistics", "test_string", "test_string_literals", "test_stringprep",
-	"test_struct", "test_subprocess", "test_sys", "test_tabnanny", "test_tarfile", "test_tempfile",
-	"test_textwrap", "test_threading", "test_time", "test_tokenize", "test_traceback", "test_tuple",
-	"test_typing", "test_unicodedata", "test_unittest", "test_urllib", "test_urlparse", "test_uuid",
+	"test_statistics", "test_string", "test_string_literals", "test_stringprep",
+	"test_struct", "test_sys", "test_tabnanny", "test_tarfile", "test_tempfile",
+	"test_textwrap", "test_time", "test_tokenize", "test_traceback", "test_tuple",
+	"test_typing", "test_unicodedata", "test_urllib", "test_urlparse", "test_uuid",
 	"test_weakref", "test_with", "test_xml_etree", "test_zipfile", "test_zlib", "test_zoneinfo",
 }
 
@@ -109,9 +110,14 @@ func TestCPythonRegressionTests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	modules, all := fast, os.Getenv("ERYX_STDLIB_TESTS") == "all"
-	if all {
+	modules, all := fast, os.Getenv("ERYX_STDLIB_TESTS") != ""
+	switch sel := os.Getenv("ERYX_STDLIB_TESTS"); sel {
+	case "", "fast":
+		all = false
+	case "all":
 		modules = broad
+	default: // a comma-separated list of modules
+		modules = strings.Split(sel, ",")
 	}
 	ctx := context.Background()
 	eng, err := sandbox.NewEngine(ctx, sandbox.Config{Limits: sandbox.Limits{
@@ -173,6 +179,22 @@ func TestCPythonRegressionTests(t *testing.T) {
 			share = 100 * float64(common) / float64(len(np))
 		}
 		fmt.Fprintf(&table, "%-22s %7d %7d %6.1f%%  %s\n", r.native.Module, len(np), common, share, note)
+		if all && share < 95 && len(missing) > 0 {
+			// Why: the sandbox's outcomes of what passes natively, with examples.
+			byOutcome := map[string][]string{}
+			for _, id := range missing {
+				o := r.box.Tests[id]
+				if o == "" {
+					o = "absent"
+				}
+				byOutcome[o] = append(byOutcome[o], id)
+			}
+			for _, o := range []string{"skip", "fail", "error", "absent"} {
+				if ids := byOutcome[o]; len(ids) > 0 {
+					fmt.Fprintf(&table, "    %s %d: %s\n", o, len(ids), strings.Join(ids[:min(len(ids), 4)], " "))
+				}
+			}
+		}
 		if !all {
 			for _, id := range missing {
 				if !isKnown(knownDiff, id) {
@@ -212,6 +234,9 @@ func runNative(t *testing.T, runner, suite, module string) outcome {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/usr/bin/python3.11", "-c", code)
 	cmd.Dir = work
+	// A test's own subprocess can outlive a killed interpreter and hold the
+	// output pipe open: stop waiting for it.
+	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.CombinedOutput()
 	data, rerr := os.ReadFile(resFile)
 	if rerr != nil {
