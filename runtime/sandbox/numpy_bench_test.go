@@ -93,4 +93,3 @@ func BenchmarkImages(b *testing.B) {
 		})
 	}
 }
-
