@@ -185,8 +185,10 @@ done
   grep -Ev '^numpy/(distutils|f2py)/' | while read -r f; do
     mkdir -p "$OUT/site/$(dirname "$f")" && cp "$f" "$OUT/site/$f"; done)
 rm -f "$OUT/site/numpy/setup.py" "$OUT/site/numpy/"*/setup.py
-# numpy's own tests with their data files, for the test suites.
-(cd "$LIB" && find numpy -path '*/tests/*' -type f | grep -Ev '^numpy/(distutils|f2py)/' | while read -r f; do
+# numpy's own tests with their data files (from the source tree: the build
+# only copies the Python files), for the test suites.
+(cd "$WORK/src/tree" && find numpy -path '*/tests/*' -type f | grep -Ev '^numpy/(distutils|f2py)/' |
+  grep -v '/__pycache__/' | while read -r f; do
     mkdir -p "$OUT/tests/$(dirname "$f")" && cp "$f" "$OUT/tests/$f"; done)
 echo "$VERSION" > "$OUT/VERSION"
 log "done: $OUT ($(du -sh "$OUT/lib" | cut -f1) of archives)"

@@ -40,6 +40,7 @@ type suiteCounts struct{ Passed, Failed, Skipped int }
 type suiteReport struct {
 	Exit     int                    `json:"exit"`
 	Modules  map[string]suiteCounts `json:"modules"`
+	Files    map[string]int         `json:"files"` // passed per test file
 	Failures [][2]string            `json:"failures"`
 }
 
@@ -106,7 +107,7 @@ func runNumpySuiteSandbox(t *testing.T, args []string) (suiteReport, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	total := suiteReport{Modules: map[string]suiteCounts{}}
+	total := suiteReport{Modules: map[string]suiteCounts{}, Files: map[string]int{}}
 	var crashed []string
 	lim := sandbox.Limits{Timeout: 20 * time.Minute, MemoryBytes: 1 << 30, TmpBytes: 64 << 20, OutputBytes: 8 << 20}
 	for _, file := range numpyTestFiles(t, testsDir, args) {
@@ -136,6 +137,9 @@ func runNumpySuiteSandbox(t *testing.T, args []string) (suiteReport, []string) {
 			total.Modules[m] = sum
 		}
 		total.Failures = append(total.Failures, r.Failures...)
+		for f, n := range r.Files {
+			total.Files[f] += n
+		}
 	}
 	return total, crashed
 }
@@ -188,6 +192,16 @@ func compareSuites(t *testing.T, native, wasm suiteReport) {
 	}
 	fmt.Fprintf(&b, "%-10s %8d %26s %8d\n", "total", nTotal, "|", wTotal)
 	t.Log(b.String())
+	var files []string
+	for f := range native.Files {
+		files = append(files, f)
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		if n, w := native.Files[f], wasm.Files[f]; w < n {
+			t.Logf("file %s: %d pass natively, %d in the sandbox", f, n, w)
+		}
+	}
 	for _, f := range wasm.Failures {
 		t.Logf("sandbox failure: %s: %s", f[0], f[1])
 	}

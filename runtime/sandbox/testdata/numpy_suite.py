@@ -60,21 +60,32 @@ import pytest  # noqa: E402
 class Counts:
     def __init__(self):
         self.by_module = {}
+        self.by_file = {}
         self.failures = []
 
-    def pytest_runtest_logreport(self, report):
-        parts = report.nodeid.split("/")
+    def _count(self, nodeid, outcome, longrepr):
+        parts = nodeid.split("::")[0].split("/")
         module = parts[1] if len(parts) > 2 and parts[0] == "numpy" else "other"
         c = self.by_module.setdefault(module, {"passed": 0, "failed": 0, "skipped": 0})
+        c[outcome] += 1
+        f = nodeid.split("::")[0]
+        self.by_file[f] = self.by_file.get(f, 0) + (outcome == "passed")
+        if outcome == "failed" and len(self.failures) < 400:
+            msg = str(longrepr).strip().splitlines()
+            self.failures.append([nodeid, msg[-1][:200] if msg else ""])
+
+    def pytest_runtest_logreport(self, report):
         if report.when == "call" and report.passed:
-            c["passed"] += 1
+            self._count(report.nodeid, "passed", None)
         elif report.failed:
-            c["failed"] += 1
-            if len(self.failures) < 400:
-                msg = str(report.longrepr).strip().splitlines()
-                self.failures.append([report.nodeid, msg[-1][:200] if msg else ""])
+            self._count(report.nodeid, "failed", report.longrepr)
         elif report.skipped:
-            c["skipped"] += 1
+            self._count(report.nodeid, "skipped", None)
+
+    def pytest_collectreport(self, report):
+        # A file that fails to import loses all its tests: count it.
+        if report.failed:
+            self._count(report.nodeid or "numpy/other/?", "failed", report.longrepr)
 
 
 counts = Counts()
@@ -90,4 +101,5 @@ code = pytest.main(["-c", ini, "--rootdir", work, "--confcutdir", work, "-q", "-
                     # numpy's own default selection (numpy.test() and runtests.py): no tests
                     # marked slow, some of which need several GiB.
                     "-m", "not slow"] + ARGS, plugins=[counts])  # noqa: F821
-print("NUMPY-SUITE " + json.dumps({"exit": int(code), "modules": counts.by_module, "failures": counts.failures}))
+print("NUMPY-SUITE " + json.dumps({"exit": int(code), "modules": counts.by_module, "files": counts.by_file,
+                                      "failures": counts.failures}))
