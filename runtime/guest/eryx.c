@@ -203,6 +203,7 @@ ERYX_EXPORT("eryx_init") int32_t eryx_init(void) {
     // Imported here to be part of the memory image every sandbox starts
     // from: importing it in a job then costs a dictionary lookup.
     if (import_required(ERYX_PREIMPORT) < 0) return -5;
+    if (import_required("_eryx_numpy") < 0) return -5;
 #endif
 
     PyObject *mod = PyImport_ImportModule("_eryx");

@@ -292,3 +292,14 @@ func TestNumpyExampleJob(t *testing.T) {
 		t.Fatalf("result %s\n%s", res.Value, res.Stdout)
 	}
 }
+
+// np.save and np.load work on files in /tmp (WASI has no dup(), which
+// numpy's own fast path for real files needs).
+func TestNumpySaveLoad(t *testing.T) {
+	t.Parallel()
+	res := runNP(t, "import numpy as np\na = np.arange(12.0).reshape(3, 4)\nnp.save('/tmp/a.npy', a)\nnp.savez_compressed('/tmp/b.npz', a=a, b=a.T)\n"+
+		"print(np.load('/tmp/a.npy').sum(), np.load('/tmp/b.npz')['b'].shape)\nnp.savetxt('/tmp/a.txt', a)\nprint(np.loadtxt('/tmp/a.txt').shape)", sandbox.ExecOptions{})
+	if res.Status != sandbox.StatusOK || res.Stdout != "66.0 (4, 3)\n(3, 4)\n" {
+		t.Fatalf("%s %q %+v", res.Status, res.Stdout, res.Error)
+	}
+}

@@ -115,9 +115,7 @@ func runNumpySuiteSandbox(t *testing.T, args []string) (suiteReport, []string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		module := strings.Split(file, "/")[1]
-		code := fmt.Sprintf("WORK = '/tmp/t'\nTESTS_ZIP = %q\nEXTRACT = %q\nARGS = %s\n",
-			tests.File(), "numpy/"+module+"/tests/", numpySuiteArgs([]string{file})) + numpySuite
+		code := fmt.Sprintf("WORK = '/tmp/t'\nTESTS_ZIP = %q\nARGS = %s\n", tests.File(), numpySuiteArgs([]string{file})) + numpySuite
 		res, err := sb.Execute(context.Background(), code, sandbox.ExecOptions{Packages: []*sandbox.Package{pylibs, tests}})
 		_ = sb.Close(context.Background())
 		if err != nil || res.Status != sandbox.StatusOK || !strings.Contains(res.Stdout, "NUMPY-SUITE ") {
