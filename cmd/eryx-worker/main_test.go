@@ -142,7 +142,9 @@ func TestEmbeddedServerOutOfTheBox(t *testing.T) {
 	defer sigterm()
 
 	var nc *nats.Conn
-	deadline := time.Now().Add(30 * time.Second)
+	// Generous: the first start compiles the runtime (the numpy image by
+	// default), slow on a loaded machine and under -race.
+	deadline := time.Now().Add(4 * check.Bound)
 	for {
 		var err error
 		nc, err = nats.Connect("nats://127.0.0.1:" + natsPort)
