@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/eryx-dev/eryx/callbacks"
+	"github.com/eryx-dev/eryx/internal/check"
 )
 
 // startNATS runs an embedded nats-server on a random loopback port.
@@ -527,11 +528,5 @@ func TestNames(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	check.Until(t, 5*time.Second, "the condition", cond)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eryx-dev/eryx/callbacks"
+	"github.com/eryx-dev/eryx/internal/check"
 	"github.com/eryx-dev/eryx/internal/embednats"
 	"github.com/eryx-dev/eryx/jobs"
 )
@@ -244,7 +245,7 @@ func TestChaos(t *testing.T) {
 	}
 	nc := connect("chaos client")
 	js, _ := jetstream.New(nc)
-	waitUntil(t, 60*time.Second, "the JetStream cluster to have a leader", func() bool {
+	check.Until(t, 60*time.Second, "the JetStream cluster to have a leader", func() bool {
 		_, err := js.AccountInfo(ctx)
 		return err == nil
 	})
@@ -677,17 +678,6 @@ print(r)`, 0.1+float64(i%5)/10, i)
 	default:
 		s := sessions[i%len(sessions)]
 		return &jobs.Job{ID: id, Session: s, Code: "n = globals().get('n', 0) + 1\nprint(n)"}, submitted{kind: "session", session: s, at: now}
-	}
-}
-
-func waitUntil(t *testing.T, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", bound, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

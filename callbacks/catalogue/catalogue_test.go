@@ -500,13 +500,7 @@ func TestConcurrentInvokes(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	check.Until(t, 5*time.Second, "the condition", cond)
 }
 
 // fakeInfoService answers $SRV.INFO like a micro service announcing n

@@ -6,6 +6,7 @@ package check
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -69,4 +70,16 @@ func Needs(tb testing.TB, err error, what string) {
 		tb.Fatalf("%s is missing in CI (.ci/install-deps should install it): %v", what, err)
 	}
 	tb.Skipf("%s is not installed here: %v", what, err)
+}
+
+// Until is For for a condition without a reason: it fails the test with
+// what if cond has not held within total.
+func Until(tb testing.TB, total time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	For(tb, total, 10*time.Millisecond, func() error {
+		if !cond() {
+			return errors.New("still waiting for " + what)
+		}
+		return nil
+	})
 }

@@ -3,6 +3,8 @@ package testenv
 import (
 	"testing"
 	"time"
+
+	"github.com/eryx-dev/eryx/internal/check"
 )
 
 // PollUntil polls cond every few milliseconds until it holds, failing the
@@ -10,11 +12,5 @@ import (
 // catch a hang, they do not measure speed.
 func PollUntil(t testing.TB, bound time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", bound, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	check.Until(t, bound, what, cond)
 }

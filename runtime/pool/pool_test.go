@@ -30,12 +30,7 @@ func newPool(t *testing.T, cfg pool.Config) *pool.Pool {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	check.For(t, check.Bound, 5*time.Millisecond, func() error {
-		if !cond() {
-			return errors.New("no " + what)
-		}
-		return nil
-	})
+	check.Until(t, check.Bound, what, cond)
 }
 
 func TestWarmsUpToMinIdle(t *testing.T) {
